@@ -1,0 +1,111 @@
+"""``python -m pipeline STAGE ...``: the data stages' command line.
+
+Each subcommand parses its arguments and calls the stage function; the
+defaults live in the stage modules, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline import cli, pairs, parse, split, synth
+
+
+def _weights(text: str) -> dict[str, float]:
+    """Parse ``rel=w,rel=w`` into a dict, for ``--weights``."""
+    weights = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected relation=weight, got {item!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected relation=weight, got {item!r}")
+    return weights
+
+
+def _synth(a: argparse.Namespace) -> None:
+    stats = synth.generate(
+        a.out, a.products, fmt=a.format, seed=a.seed, messy=a.messy, quiet=a.quiet
+    )
+    cli.summary("synth", stats, ["products", "lines", "faults", "seconds"])
+
+
+def _parse(a: argparse.Namespace) -> None:
+    stats = parse.parse(a.raw, a.out, fmt=a.format, workers=a.workers, quiet=a.quiet)
+    cli.summary(
+        "parse", stats, ["format", "lines", "products", "duplicates", "rejected", "seconds"]
+    )
+
+
+def _pairs(a: argparse.Namespace) -> None:
+    stats = pairs.build_pairs(
+        a.dir,
+        weights=a.weights,
+        min_also_bought=a.min_also_bought,
+        require_title=a.require_title,
+        quiet=a.quiet,
+    )
+    cli.summary("pairs", stats, ["products_read", "pairs", "vocabulary", "seconds"])
+
+
+def _split(a: argparse.Namespace) -> None:
+    stats = split.split(a.dir, val_prop=a.val_prop, seed=a.seed, quiet=a.quiet)
+    cli.summary("split", stats, ["train", "val_positives", "val_negatives", "seconds"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every stage."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = commands.add_parser("synth", parents=[quiet], help="generate a synthetic catalog")
+    p.add_argument("out", help="output file; gzipped when it ends in .gz")
+    p.add_argument("--products", type=int, required=True, help="catalog size")
+    p.add_argument("--format", choices=synth.FORMATS, default=synth.DEFAULT_FORMAT)
+    p.add_argument("--seed", type=int, default=synth.DEFAULT_SEED)
+    p.add_argument("--messy", action="store_true", help="plant the faults real dumps have")
+    p.set_defaults(main=_synth)
+
+    p = commands.add_parser("parse", parents=[quiet], help="metadata file to products.parquet")
+    p.add_argument("raw", help="metadata file: .json or .jsonl, optionally .gz")
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--format", choices=parse.FORMATS, default=None, help="default: detect")
+    p.add_argument("--workers", type=int, default=parse.DEFAULT_WORKERS, help="parser processes")
+    p.set_defaults(main=_parse)
+
+    p = commands.add_parser("pairs", parents=[quiet], help="products to weighted pairs + vocab")
+    p.add_argument("dir", help="dataset directory holding products.parquet")
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=pairs.DEFAULT_WEIGHTS,
+        help="relation=weight,... (default: %(default)s)",
+    )
+    p.add_argument("--min-also-bought", type=int, default=pairs.DEFAULT_MIN_ALSO_BOUGHT)
+    p.add_argument(
+        "--require-title",
+        action=argparse.BooleanOptionalAction,
+        default=pairs.DEFAULT_REQUIRE_TITLE,
+    )
+    p.set_defaults(main=_pairs)
+
+    p = commands.add_parser("split", parents=[quiet], help="pairs to train/val with negatives")
+    p.add_argument("dir", help="dataset directory holding pairs.parquet and vocab.parquet")
+    p.add_argument("--val-prop", type=float, default=split.DEFAULT_VAL_PROP)
+    p.add_argument("--seed", type=int, default=split.DEFAULT_SEED)
+    p.set_defaults(main=_split)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run(args.main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

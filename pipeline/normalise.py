@@ -1,0 +1,151 @@
+"""Decoded metadata records to the columns of products.parquet.
+
+Both schemas are read: the 2014 one (``related`` dict, ``categories`` paths,
+``salesRank`` dict, float ``price``) and the 2018 one (top-level ``also_buy``
+and ``also_view``, flat ``category``, ``rank`` text, ``"$3.17"`` prices, with
+``""`` and ``[]`` standing for absent values). Absent, empty and junk values
+become null; a field of the wrong type quarantines its record with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pyarrow as pa
+
+from pipeline.contracts import PRODUCTS_SCHEMA, RELATIONS
+from pipeline.decode import Decoded
+
+_PRICE = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
+_RANK = re.compile(r"([\d,]+)\s+in\s+([^(\n]+?)\s*(?:\(|$)")
+_FIELDS = PRODUCTS_SCHEMA.names[1:]  # every column but ``line``
+
+
+class Rejected(Exception):
+    """A record that cannot be a product; the message is the reason."""
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None or (type(value) is str and not value.strip()):
+        return None
+    if type(value) is not str:
+        raise Rejected(f"bad {field}")
+    return value
+
+
+def _asins(value: object, field: str) -> list | None:
+    if not value:  # None, [] or "": absent
+        return None
+    if type(value) is not list:
+        raise Rejected(f"bad {field}")
+    return value
+
+
+def _price(value: object) -> float | None:
+    if type(value) in (float, int):
+        price = float(value)
+    elif type(value) is str:
+        match = _PRICE.fullmatch(value.strip())
+        if not match:
+            return None  # "", ranges, or HTML where a price should be
+        price = float(match[1].replace(",", "") + (match[2] or ""))
+    else:
+        return None
+    return price if math.isfinite(price) and price >= 0 else None
+
+
+def _categories(record: dict) -> list | None:
+    paths = record.get("categories")
+    if paths is None:
+        flat = _asins(record.get("category"), "category")
+        return [flat] if flat else None
+    if type(paths) is not list or not all(type(p) is list for p in paths):
+        raise Rejected("bad categories")
+    return paths or None
+
+
+def _sales_rank(record: dict) -> tuple[int | None, str | None]:
+    ranks = record.get("salesRank")
+    if type(ranks) is dict and ranks:
+        category, rank = next(iter(ranks.items()))
+        return (rank, category) if type(rank) is int else (None, None)
+    text = record.get("rank")
+    for item in text if type(text) is list else [text]:
+        match = _RANK.search(item) if type(item) is str else None
+        if match:
+            return int(match[1].replace(",", "")), match[2]
+    return None, None
+
+
+def _relations(record: dict) -> list:
+    related = record.get("related")
+    if related is None:
+        lists = {"also_bought": record.get("also_buy"), "also_viewed": record.get("also_view")}
+    elif type(related) is dict:
+        lists = related
+    else:
+        raise Rejected("bad related")
+    return [_asins(lists.get(name), name) for name in RELATIONS]
+
+
+def product(record: dict) -> tuple:
+    """The values of one product in ``_FIELDS`` order; raises Rejected."""
+    asin = record.get("asin")
+    if type(asin) is not str or not asin.strip():
+        raise Rejected("missing asin")
+    return (
+        asin.strip(),
+        _text(record.get("title"), "title"),
+        _text(record.get("brand"), "brand"),
+        _price(record.get("price")),
+        _categories(record),
+        *_sales_rank(record),
+        *_relations(record),
+    )
+
+
+def to_batch(decoded: list[Decoded]) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+    """A products batch from decoded records, and (line, reason) for each one refused."""
+    lines, rows, refused = [], [], []
+    for number, record in decoded:
+        try:
+            rows.append(product(record))
+            lines.append(number)
+        except Rejected as reason:
+            refused.append((number, str(reason)))
+    try:
+        return _arrow(lines, rows), refused
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _arrow_checked(lines, rows, refused), sorted(refused)
+
+
+def _arrow(lines: list[int], rows: list[tuple]) -> pa.RecordBatch:
+    columns = list(zip(*rows)) if rows else [[] for _ in _FIELDS]
+    arrays = [pa.array(lines, pa.int64())] + [
+        pa.array(column, PRODUCTS_SCHEMA.field(name).type) for name, column in zip(_FIELDS, columns)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=PRODUCTS_SCHEMA)
+
+
+def _arrow_checked(lines, rows, refused) -> pa.RecordBatch:
+    """Slow path: convert row by row to find the rows Arrow refuses (a list
+    holding a number, say), and refuse them too."""
+    good_lines, good_rows = [], []
+    for number, row in zip(lines, rows):
+        bad = _first_bad_field(row)
+        if bad:
+            refused.append((number, f"bad {bad}"))
+        else:
+            good_lines.append(number)
+            good_rows.append(row)
+    return _arrow(good_lines, good_rows)
+
+
+def _first_bad_field(row: tuple) -> str | None:
+    for name, value in zip(_FIELDS, row):
+        try:
+            pa.array([value], PRODUCTS_SCHEMA.field(name).type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return name
+    return None

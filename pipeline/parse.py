@@ -1,0 +1,183 @@
+"""Stage 1: stream-parse a metadata file into products.parquet.
+
+Writes ``products.parquet`` (one row per distinct asin, first occurrence
+wins), ``rejects.jsonl`` (each refused line with its number, reason and first
+characters) and ``parse.json`` (counts, with lines = products + duplicates +
+rejected). Memory is bounded by the block size and the row group size, plus
+the set of asins seen so far (about 100 bytes a product) for deduplication.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import json
+import multiprocessing
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.contracts import PARSE_STATS, PRODUCTS, PRODUCTS_SCHEMA, REJECTS, stamped
+from pipeline.decode import Reject, decode_block, preview
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_output, write_json
+from pipeline.formats import FORMATS, detect_format, open_raw
+from pipeline.memory import peak_rss_mb
+from pipeline.normalise import to_batch
+from pipeline.progress import progress
+
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+BLOCK_BYTES = 4 << 20  # bytes of whole lines handed to a parser at once
+ROW_GROUP_ROWS = 32_768
+
+
+def parse(
+    raw: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    quiet: bool = False,
+) -> dict:
+    """Parse the metadata file ``raw`` into the dataset directory ``out``; return the stats.
+
+    ``fmt`` is one of FORMATS, or None to detect it from the first lines.
+    ``workers`` > 1 parses blocks in that many processes.
+    """
+    raw, out = Path(raw), Path(out)
+    fmt = fmt or detect_format(raw)
+    if fmt not in FORMATS:
+        raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    with (
+        atomic_output(out / PRODUCTS) as products_tmp,
+        atomic_output(out / REJECTS) as rejects_tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # millions of small acyclic containers: the collector only costs time
+        stack.callback(lambda: gc_was_enabled and gc.enable())
+        tally = _write(raw, fmt, products_tmp, rejects_tmp, max(1, workers), quiet)
+    seconds = time.perf_counter() - started
+    if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
+        raise RuntimeError(f"line accounting is off: {tally}")
+    stats = {
+        "raw": str(raw),
+        "format": fmt,
+        **tally,
+        "seconds": round(seconds, 2),
+        "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
+        "workers": max(1, workers),
+        "peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": peak_rss_mb(children=True) if workers > 1 else None,
+    }
+    write_json(out / PARSE_STATS, stats)
+    return stats
+
+
+def parse_block(
+    block: bytes, first_line: int, python_literal: bool
+) -> tuple[pa.RecordBatch, list[Reject]]:
+    """Products and rejects of one block of whole lines (runs in a worker)."""
+    decoded, rejects = decode_block(block, first_line, python_literal)
+    batch, refused = to_batch(decoded)
+    if refused:
+        lines = block.split(b"\n")
+        rejects += [(n, reason, preview(lines[n - first_line])) for n, reason in refused]
+        rejects.sort()
+    return batch, rejects
+
+
+def _write(
+    raw: Path, fmt: str, products_path: Path, rejects_path: Path, workers: int, quiet: bool
+) -> dict:
+    """Stream ``raw`` into the two output files; return the counts."""
+    tally = {"lines": 0, "products": 0, "duplicates": 0, "rejected": 0, "bytes": 0}
+    by_reason: collections.Counter[str] = collections.Counter()
+    seen: set[str] = set()
+    pending: list[pa.RecordBatch] = []
+    schema = stamped(PRODUCTS_SCHEMA, "parse")
+    with (
+        open_raw(raw) as (stream, position),
+        pq.ParquetWriter(products_path, schema, compression="zstd") as writer,
+        open(rejects_path, "w", encoding="utf-8") as rejects_file,
+        progress(raw.stat().st_size, "B", f"parse {raw.name}", quiet) as bar,
+    ):
+        blocks = _blocks(stream, raw, tally)
+        for batch, rejects in _parsed(blocks, fmt == "py", workers):
+            batch = _first_occurrences(batch, seen, tally)
+            tally["products"] += batch.num_rows
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_batches(pending, schema))
+                pending.clear()
+            for number, reason, text in rejects:
+                record = {"line": number, "reason": reason, "text": text}
+                rejects_file.write(json.dumps(record) + "\n")
+                by_reason[reason] += 1
+            tally["rejected"] += len(rejects)
+            bar.update(position() - bar.n)
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema))
+    tally["rejected_by_reason"] = dict(sorted(by_reason.items()))
+    return tally
+
+
+def _first_occurrences(batch: pa.RecordBatch, seen: set[str], tally: dict) -> pa.RecordBatch:
+    """Drop rows whose asin came earlier in the file; count them as duplicates."""
+    keep = [not (asin in seen or seen.add(asin)) for asin in batch.column(1).to_pylist()]
+    dropped = len(keep) - sum(keep)
+    if not dropped:
+        return batch
+    tally["duplicates"] += dropped
+    return batch.filter(pa.array(keep))
+
+
+def _blocks(stream, raw: Path, tally: dict) -> Iterator[tuple[bytes, int]]:
+    """(block of whole lines, number of its first line); counts lines and bytes."""
+    carry, first_line = b"", 1
+    while True:
+        try:
+            chunk = stream.read(BLOCK_BYTES)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise PipelineError(
+                f"{raw}: truncated or corrupt gzip stream after line {first_line - 1} ({exc})"
+            ) from None
+        if not chunk:
+            break
+        tally["bytes"] += len(chunk)
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        block, carry = data[:cut], data[cut:]
+        if block:
+            yield block, first_line
+            first_line += block.count(b"\n")
+            tally["lines"] += block.count(b"\n")
+    if carry:
+        tally["lines"] += 1
+        yield carry, first_line
+
+
+def _parsed(
+    blocks, python_literal: bool, workers: int
+) -> Iterator[tuple[pa.RecordBatch, list[Reject]]]:
+    """parse_block over ``blocks`` in order, in-process or in a bounded process pool."""
+    if workers == 1:
+        for block, first_line in blocks:
+            yield parse_block(block, first_line, python_literal)
+        return
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable) as pool:
+        window: collections.deque = collections.deque()
+        for block, first_line in blocks:
+            window.append(pool.submit(parse_block, block, first_line, python_literal))
+            if len(window) > 2 * workers:  # bounded read-ahead: memory stays flat
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()

@@ -1,0 +1,129 @@
+"""The training step without autograd: closed-form gradients and a lazy Adam
+update of only the rows a batch touches.
+
+Autograd over ``nn.Embedding`` with SparseAdam runs under 1M samples/s on two
+cores, and an update of the whole table (the reference's L2 and Adam) costs
+more as the vocabulary grows. Here a step costs O(batch x dim) whatever the
+vocabulary size. A batch is ``anchor`` (B,) with ``others`` (B, 1 + k): the
+positive partner then k negatives of each anchor, so each anchor row is read
+once. The update is SparseAdam's, row for row; the tests check the gradients
+against autograd on the model and the update against ``torch.optim.SparseAdam``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys_stream.models import MF, MFBias
+
+
+@dataclass
+class Gradients:
+    """Gradients of one batch, summed per distinct touched row."""
+
+    rows: torch.Tensor  # distinct product ids touched, int64
+    embedding: torch.Tensor  # (len(rows), dim)
+    bias: torch.Tensor | None  # (len(rows), 1) for MFBias
+    global_bias: torch.Tensor | None  # (1,) for MFBias
+    loss: float  # the batch's mean BCE or MSE, without the L2 term
+
+
+@torch.no_grad()
+def gradients(
+    model: MF,
+    anchor: torch.Tensor,
+    others: torch.Tensor,
+    target: torch.Tensor,
+    binary: bool,
+    l2: float,
+) -> Gradients:
+    """Gradients of mean loss + l2 * mean(|e_a|^2 + |e_b|^2) over the B x (1 + k) samples.
+
+    Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``. The loss is BCE on
+    sigmoid(logit) for binary labels, MSE between sigmoid(logit) and the
+    target for continuous ones.
+    """
+    weight = model.embedding.weight
+    ea = weight.index_select(0, anchor)  # (B, d)
+    eo = weight.index_select(0, others.reshape(-1)).view(*others.shape, -1)  # (B, K, d)
+    logit = torch.einsum("bd,bkd->bk", ea, eo)
+    with_bias = isinstance(model, MFBias)
+    if with_bias:
+        bias = model.bias.weight[:, 0]
+        logit += bias.index_select(0, anchor)[:, None]
+        logit += bias.index_select(0, others.reshape(-1)).view(others.shape)
+        logit += model.global_bias
+    p = torch.sigmoid(logit)
+    n = logit.numel()
+    if binary:
+        loss = F.binary_cross_entropy_with_logits(logit, target).item()
+        dlogit = (p - target) / n
+    else:
+        error = p - target
+        loss = error.square().mean().item()
+        dlogit = 2 * error * p * (1 - p) / n
+    decay = 2 * l2 / n
+    grad_anchor = torch.einsum("bk,bkd->bd", dlogit, eo).add_(ea, alpha=decay * others.shape[1])
+    grad_others = (dlogit[..., None] * ea[:, None, :]).add_(eo, alpha=decay)
+    touched = torch.cat([anchor, others.reshape(-1)])
+    rows, where = np.unique(touched.numpy(), return_inverse=True)
+    rows, where = torch.from_numpy(rows), torch.from_numpy(where.reshape(-1))
+    embedding = weight.new_zeros(len(rows), weight.shape[1]).index_add_(
+        0, where, torch.cat([grad_anchor, grad_others.reshape(-1, weight.shape[1])])
+    )
+    bias_grad = global_grad = None
+    if with_bias:
+        per_sample = torch.cat([dlogit.sum(1), dlogit.reshape(-1)])
+        bias_grad = weight.new_zeros(len(rows), 1).index_add_(0, where, per_sample[:, None])
+        global_grad = dlogit.sum().reshape(1)
+    return Gradients(rows, embedding, bias_grad, global_grad, loss)
+
+
+class LazyAdam:
+    """Adam on the touched rows only (torch.optim.SparseAdam's update), for an MF model.
+
+    Rows a batch does not touch keep their moments; the step count, and so the
+    bias correction, is global, as in SparseAdam. Each table's two moments
+    share one (rows, 2, width) tensor so a step reads and writes them once.
+    """
+
+    def __init__(self, model: MF, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.betas, self.eps = betas, eps
+        self.params = [model.embedding.weight]
+        if isinstance(model, MFBias):
+            self.params += [model.bias.weight, model.global_bias.view(1, 1)]
+        self.moments = [p.new_zeros(p.shape[0], 2, p.shape[1]) for p in self.params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, grads: Gradients, lr: float) -> None:
+        """Apply one batch's gradients with learning rate ``lr``."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        step_size = lr * (1 - beta2**self.steps) ** 0.5 / (1 - beta1**self.steps)
+        updates = [(grads.rows, grads.embedding)]
+        if grads.bias is not None:
+            updates += [
+                (grads.rows, grads.bias),
+                (torch.zeros(1, dtype=torch.long), grads.global_bias[:, None]),
+            ]
+        for (rows, grad), param, moments in zip(updates, self.params, self.moments):
+            both = moments.index_select(0, rows)
+            m, v = both[:, 0], both[:, 1]
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            moments.index_copy_(0, rows, both)
+            update = m.div(v.sqrt().add_(self.eps)).mul_(step_size)
+            param.index_copy_(0, rows, param.index_select(0, rows).sub_(update))
+
+    def state_dict(self) -> dict:
+        return {"moments": self.moments, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        for mine, saved in zip(self.moments, state["moments"]):
+            mine.copy_(saved)
+        self.steps = state["steps"]

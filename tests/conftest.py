@@ -1,0 +1,35 @@
+"""Shared fixtures: the real format samples in ../shared/data and small file writers."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DIGITAL_MUSIC_2014 = SHARED_DATA / "amazon-2014-meta" / "meta_Digital_Music.first7419.json.gz"
+MAGAZINES_2018 = SHARED_DATA / "amazon-2018-meta" / "meta_Magazine_Subscriptions.json.gz"
+
+
+def write_lines(path: Path, lines: list[str | bytes], final_newline: bool = True) -> Path:
+    """Write ``lines`` to ``path`` (gzipped when it ends in .gz) and return it."""
+    data = b"\n".join(line.encode() if isinstance(line, str) else line for line in lines)
+    if final_newline:
+        data += b"\n"
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def shared_sample():
+    """Skip when the shared samples are not beside the repository."""
+
+    def need(path: Path) -> Path:
+        if not path.exists():
+            pytest.skip(f"{path} not present")
+        return path
+
+    return need
