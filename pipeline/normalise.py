@@ -26,8 +26,51 @@ class Rejected(Exception):
     """A record that cannot be a product; the message is the reason."""
 
 
+_LIST_FIELDS_2018 = {"also_bought": "also_buy", "also_viewed": "also_view"}
+
+
+def product(record: dict) -> tuple:
+    """The values of one product in ``_FIELDS`` order; raises Rejected.
+
+    Straight-line on the common shapes (it runs once per product line);
+    the helpers below take the rare ones.
+    """
+    get = record.get
+    asin = get("asin")
+    if type(asin) is not str or not asin or asin.isspace():
+        raise Rejected("missing asin")
+    title, brand, price = get("title"), get("brand"), get("price")
+    if type(title) is not str or not title or title.isspace():
+        title = _text(title, "title")
+    if type(brand) is not str or not brand or brand.isspace():
+        brand = _text(brand, "brand")
+    if type(price) is not float or not 0 <= price < math.inf:
+        price = _price(price)
+    related = get("related")
+    if type(related) is dict:
+        lists = [related.get(name) for name in RELATIONS]
+    elif related is None:
+        lists = [get(_LIST_FIELDS_2018.get(name, "")) for name in RELATIONS]
+    else:
+        raise Rejected("bad related")
+    for i, value in enumerate(lists):
+        if type(value) is not list or not value:
+            lists[i] = _asins(value, RELATIONS[i])
+    categories = get("categories")
+    if type(categories) is not list or not categories or type(categories[0]) is not list:
+        categories = _categories(record)
+    rank = get("salesRank")
+    if type(rank) is dict and len(rank) == 1:
+        ((rank_category, rank),) = rank.items()
+        if type(rank) is not int:
+            rank = rank_category = None
+    else:
+        rank, rank_category = _sales_rank(record)
+    return (asin.strip(), title, brand, price, categories, rank, rank_category, *lists)
+
+
 def _text(value: object, field: str) -> str | None:
-    if value is None or (type(value) is str and not value.strip()):
+    if value is None or (type(value) is str and (not value or value.isspace())):
         return None
     if type(value) is not str:
         raise Rejected(f"bad {field}")
@@ -76,33 +119,6 @@ def _sales_rank(record: dict) -> tuple[int | None, str | None]:
         if match:
             return int(match[1].replace(",", "")), match[2]
     return None, None
-
-
-def _relations(record: dict) -> list:
-    related = record.get("related")
-    if related is None:
-        lists = {"also_bought": record.get("also_buy"), "also_viewed": record.get("also_view")}
-    elif type(related) is dict:
-        lists = related
-    else:
-        raise Rejected("bad related")
-    return [_asins(lists.get(name), name) for name in RELATIONS]
-
-
-def product(record: dict) -> tuple:
-    """The values of one product in ``_FIELDS`` order; raises Rejected."""
-    asin = record.get("asin")
-    if type(asin) is not str or not asin.strip():
-        raise Rejected("missing asin")
-    return (
-        asin.strip(),
-        _text(record.get("title"), "title"),
-        _text(record.get("brand"), "brand"),
-        _price(record.get("price")),
-        _categories(record),
-        *_sales_rank(record),
-        *_relations(record),
-    )
 
 
 def to_batch(decoded: list[Decoded]) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:

@@ -93,5 +93,7 @@ class PairStream(IterableDataset):
         negatives = self.sampler.negatives(rng, anchor, positive, self.negatives)
         others = np.concatenate([positive[:, None], negatives], axis=1)
         target = np.zeros(others.shape, dtype=np.float32)
-        target[:, 0] = chunk["weight"][rows] / self.max_weight if self.max_weight else 1.0
+        target[:, 0] = (
+            0.5 + 0.5 * chunk["weight"][rows] / self.max_weight if self.max_weight else 1.0
+        )
         return Batch(torch.from_numpy(anchor), torch.from_numpy(others), torch.from_numpy(target))

@@ -16,8 +16,14 @@ import pyarrow.parquet as pq
 from pipeline.contracts import TRAIN_SCHEMA, VAL_SCHEMA, VOCAB_SCHEMA, stamped
 
 
-def write_planted(out: Path, products: int = 2000, pairs: int = 20000, clusters: int = 20,
-                  seed: int = 0, row_group: int = 4096) -> Path:
+def write_planted(
+    out: Path,
+    products: int = 2000,
+    pairs: int = 20000,
+    clusters: int = 20,
+    seed: int = 0,
+    row_group: int = 4096,
+) -> Path:
     """Write vocab/train/val parquet files for a planted graph into ``out``."""
     rng = np.random.default_rng(seed)
     cluster = rng.integers(0, clusters, products)
@@ -46,20 +52,36 @@ def write_planted(out: Path, products: int = 2000, pairs: int = 20000, clusters:
     neg = neg[~np.isin(neg_key, key)][:n_val]
     out.mkdir(parents=True, exist_ok=True)
     degree = np.bincount(np.concatenate([src, dst]), minlength=products).astype(np.int32)
-    vocab = pa.table({"id": np.arange(products, dtype=np.int32),
-                      "asin": [f"P{i:09d}" for i in range(products)],
-                      "degree": degree, "title": [f"product {i} of cluster {cluster[i]}"
-                                                  for i in range(products)]})
+    vocab = pa.table(
+        {
+            "id": np.arange(products, dtype=np.int32),
+            "asin": [f"P{i:09d}" for i in range(products)],
+            "degree": degree,
+            "title": [f"product {i} of cluster {cluster[i]}" for i in range(products)],
+        }
+    )
     pq.write_table(vocab.cast(stamped(VOCAB_SCHEMA, "pairs")), out / "vocab.parquet")
-    train = pa.table({"src": train_src, "dst": train_dst, "weight": weight[n_val:],
-                      "relations": np.full(len(train_src), 2, np.uint8)})
-    pq.write_table(train.cast(stamped(TRAIN_SCHEMA, "split")), out / "train.parquet",
-                   row_group_size=row_group)
+    train = pa.table(
+        {
+            "src": train_src,
+            "dst": train_dst,
+            "weight": weight[n_val:],
+            "relations": np.full(len(train_src), 2, np.uint8),
+        }
+    )
+    pq.write_table(
+        train.cast(stamped(TRAIN_SCHEMA, "split")), out / "train.parquet", row_group_size=row_group
+    )
     v_src = np.concatenate([src[:n_val], neg[:, 0].astype(np.int32)])
     v_dst = np.concatenate([dst[:n_val], neg[:, 1].astype(np.int32)])
-    val = pa.table({"src": v_src, "dst": v_dst,
-                    "label": np.r_[np.ones(n_val, np.int8), np.zeros(len(neg), np.int8)],
-                    "weight": np.r_[weight[:n_val], np.zeros(len(neg), np.float32)],
-                    "seen": in_train[v_src] & in_train[v_dst]})
+    val = pa.table(
+        {
+            "src": v_src,
+            "dst": v_dst,
+            "label": np.r_[np.ones(n_val, np.int8), np.zeros(len(neg), np.int8)],
+            "weight": np.r_[weight[:n_val], np.zeros(len(neg), np.float32)],
+            "seen": in_train[v_src] & in_train[v_dst],
+        }
+    )
     pq.write_table(val.cast(stamped(VAL_SCHEMA, "split")), out / "val.parquet")
     return out

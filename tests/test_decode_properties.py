@@ -11,11 +11,18 @@ from pipeline.decode import count_lines, decode_block, decode_line
 from pipeline.normalise import to_batch
 from pipeline.pyliteral import to_json
 
-scalars = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=30) | (
-    st.floats(allow_nan=False, allow_infinity=False))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.text(max_size=30)
+    | (st.floats(allow_nan=False, allow_infinity=False))
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 records = st.dictionaries(st.text(max_size=10), values, max_size=6)
@@ -54,8 +61,12 @@ def test_random_bytes_never_crash_and_every_line_is_accounted_for(data, python_l
 
 
 good_lines = st.builds(
-    lambda asin, title, also: repr({"asin": asin, "title": title, "related": {"also_bought": also}}),
-    st.text(min_size=1, max_size=10), st.text(max_size=20), st.lists(st.text(max_size=10), max_size=5),
+    lambda asin, title, also: repr(
+        {"asin": asin, "title": title, "related": {"also_bought": also}}
+    ),
+    st.text(min_size=1, max_size=10),
+    st.text(max_size=20),
+    st.lists(st.text(max_size=10), max_size=5),
 )
 
 
@@ -66,11 +77,12 @@ def test_mutated_lines_are_all_accounted_for(lines, data):
     for line in lines:
         cut = data.draw(st.integers(0, len(line)))
         junk = data.draw(st.sampled_from(["", "'", '"', "\\", "{", "}", "\n", "\xff", "None"]))
-        mutated.append(line[:cut] + junk + line[cut + data.draw(st.integers(0, 3)):])
+        mutated.append(line[:cut] + junk + line[cut + data.draw(st.integers(0, 3)) :])
     block = "\n".join(mutated).encode("utf-8", "surrogateescape")
     decoded, rejects = decode_block(block, 1, python_literal=True)
-    batch, refused = to_batch(decoded)
     assert len(decoded) + len(rejects) == count_lines(block)
+    batch, refused = to_batch(decoded)
+    assert batch.num_rows + len(refused) == len(decoded)
     for _, record in decoded:  # whatever decodes, decodes as Python would
         assert isinstance(record, dict)
 

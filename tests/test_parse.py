@@ -30,7 +30,7 @@ def by_asin(out) -> dict[str, dict]:
 
 PRODUCT_2014 = {
     "asin": "B000000001",
-    "title": "Kid's \"Deluxe\" Cable \\ 2m",
+    "title": 'Kid\'s "Deluxe" Cable \\ 2m',
     "price": 9.49,
     "imUrl": "http://example.com/a.jpg",
     "related": {
@@ -46,7 +46,7 @@ PRODUCT_2014 = {
 EXPECTED_2014 = {
     "line": 1,
     "asin": "B000000001",
-    "title": "Kid's \"Deluxe\" Cable \\ 2m",
+    "title": 'Kid\'s "Deluxe" Cable \\ 2m',
     "brand": "Acme",
     "price": 9.49,
     "categories": [["Electronics", "Cables"], ["Electronics", "Audio"]],
@@ -82,7 +82,7 @@ def test_2018_schema_normalises_blanks_and_junk(tmp_path):
         "price": "$3.17",
         "asin": "B000000001",
     }
-    junk = dict(base, asin="B000000009", price='.a-box-inner{background-color:#fff}', rank=[])
+    junk = dict(base, asin="B000000009", price=".a-box-inner{background-color:#fff}", rank=[])
     raw = write_lines(tmp_path / "meta.json", [json.dumps(base), json.dumps(junk)])
     stats = parse(raw, tmp_path / "out", workers=1, quiet=True)
     assert stats["format"] == "json2018"
@@ -106,8 +106,12 @@ def test_real_2014_sample_parses_without_rejects(tmp_path, shared_sample):
     assert table.column("asin").to_pylist()[:2] == ["5555991584", "6308051551"]
     assert table.column("title").to_pylist()[1] == "Don't Drink His Blood"
     # Edge totals from SOURCES.md: the lists survive intact.
-    for relation, edges in [("also_bought", 319_267), ("bought_together", 6_908),
-                            ("also_viewed", 5_093), ("buy_after_viewing", 21_179)]:
+    for relation, edges in [
+        ("also_bought", 319_267),
+        ("bought_together", 6_908),
+        ("also_viewed", 5_093),
+        ("buy_after_viewing", 21_179),
+    ]:
         assert sum(len(v or []) for v in table.column(relation).to_pylist()) == edges
 
 
@@ -115,13 +119,19 @@ def test_real_2018_sample_keeps_first_of_repeated_asins(tmp_path, shared_sample)
     stats = parse(shared_sample(MAGAZINES_2018), tmp_path, workers=1, quiet=True)
     assert stats["format"] == "json2018"
     assert (stats["lines"], stats["products"], stats["duplicates"], stats["rejected"]) == (
-        3385, 2320, 1065, 0)
+        3385,
+        2320,
+        1065,
+        0,
+    )
     lines = pq.read_table(tmp_path / "products.parquet").column("line").to_pylist()
     assert lines == sorted(lines) and len(set(lines)) == 2320
 
 
-GOOD = [repr({"asin": f"B00000000{i}", "title": f"t{i}", "related": {"also_bought": ["X"]}})
-        for i in range(4)]
+GOOD = [
+    repr({"asin": f"B00000000{i}", "title": f"t{i}", "related": {"also_bought": ["X"]}})
+    for i in range(4)
+]
 
 
 def test_every_fault_is_quarantined_with_its_reason(tmp_path):
@@ -182,7 +192,8 @@ def test_worker_processes_give_the_same_output(tmp_path, monkeypatch):
     one = parse(raw, tmp_path / "one", workers=1, quiet=True)
     two = parse(raw, tmp_path / "two", workers=2, quiet=True)
     assert pq.read_table(tmp_path / "one/products.parquet").equals(
-        pq.read_table(tmp_path / "two/products.parquet"))
+        pq.read_table(tmp_path / "two/products.parquet")
+    )
     assert rejects(tmp_path / "one") == rejects(tmp_path / "two")
     for key in ("lines", "products", "duplicates", "rejected"):
         assert one[key] == two[key]
@@ -199,12 +210,19 @@ def test_crlf_line_endings(tmp_path):
 
 
 def test_truncated_gzip_is_one_clear_error_and_leaves_nothing(tmp_path):
-    data = gzip.compress(b"".join(json.dumps({"asin": f"A{i:09d}", "title": "t" * 200}).encode()
-                                  + b"\n" for i in range(20000)))
+    data = gzip.compress(
+        b"".join(
+            json.dumps({"asin": f"A{i:09d}", "title": "t" * 200}).encode() + b"\n"
+            for i in range(20000)
+        )
+    )
     raw = tmp_path / "meta.json.gz"
     raw.write_bytes(data[: len(data) // 2])
-    with pytest.raises(PipelineError, match=r"meta\.json\.gz: truncated or corrupt gzip stream "
-                                            r"after line \d+"):
+    with pytest.raises(
+        PipelineError,
+        match=r"meta\.json\.gz: truncated or corrupt gzip stream "
+        r"after line \d+",
+    ):
         parse(raw, tmp_path / "out", fmt="json", workers=1, quiet=True)
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -219,9 +237,18 @@ def test_format_detection_failure_and_missing_file(tmp_path):
 
 def test_cli_prints_one_line_error_for_missing_file(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "parse", str(tmp_path / "nope.json"),
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=parse_module.__file__.rsplit("/pipeline/", 1)[0],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "parse",
+            str(tmp_path / "nope.json"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=parse_module.__file__.rsplit("/pipeline/", 1)[0],
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
@@ -231,9 +258,21 @@ def test_cli_prints_one_line_error_for_missing_file(tmp_path):
 def test_cli_runs_and_reports(tmp_path):
     raw = write_lines(tmp_path / "meta.json", GOOD)
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "parse", str(raw), "--out", str(tmp_path / "out"),
-         "--quiet", "--workers", "1"],
-        capture_output=True, text=True, cwd=parse_module.__file__.rsplit("/pipeline/", 1)[0],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "parse",
+            str(raw),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=parse_module.__file__.rsplit("/pipeline/", 1)[0],
     )
     assert result.returncode == 0, result.stderr
     assert "products=4" in result.stdout and result.stderr == ""

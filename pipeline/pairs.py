@@ -1,0 +1,394 @@
+"""Stage 2: products.parquet to weighted, unordered product pairs and their vocabulary.
+
+Writes ``vocab.parquet`` (id, asin, degree, title), ``pairs.parquet`` (src < dst
+vocab ids, summed weight, relation bitmask; sorted by src, dst) and
+``pairs.json`` (counts per filter, rows per relation, histograms, timings).
+
+Every step over rows runs in polars' streaming engine; the phases hand over
+through temporary Parquet files in a hidden folder of the dataset directory:
+
+1. ``count``: one pass over the products: the filter of each product and the
+   exploded rows per relation, from list lengths (nothing is exploded yet).
+2. ``dictionary``: the distinct asins of kept products and of their lists,
+   sorted, become a polars Enum, so an asin's physical code is its rank.
+3. ``group``: the lists are exploded to (asin, other, relation) rows, both asins
+   cast to their Enum code, self-pairs dropped, and the rows grouped on one
+   uint64 key ``lo << 32 | hi``; strings are never grouped or joined.
+4. ``vocab``: degrees of the codes, ids by descending degree (ties by asin),
+   titles joined from the catalog.
+5. ``pairs``: codes remapped to ids, weights and bitmasks computed, sorted.
+
+A pair gets at most two rows of one relation (one from each side, as lists are
+deduplicated and asins are distinct), so the group-by sums a 2-bit count per
+relation in one integer, ``code``; weights are computed from those counts in a
+fixed order, which keeps the float32 weights identical from run to run.
+Memory does not grow with the exploded rows, only with the distinct asins (the
+Enum, about 100 bytes each) and the distinct pairs (the group-by's hash table,
+then the final sort): measured peaks are 0.8 GiB at 6.5M pairs, 2.2 GiB at 26M
+and 2.6 GiB at 44M (tests/bench/bench_pairs.py, 2 cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.contracts import (
+    PAIRS,
+    PAIRS_SCHEMA,
+    PAIRS_STATS,
+    PRODUCTS,
+    PRODUCTS_SCHEMA,
+    RELATION_BIT,
+    RELATIONS,
+    VOCAB,
+    VOCAB_SCHEMA,
+    require,
+    stamped,
+)
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_output
+from pipeline.memory import peak_rss_mb
+from pipeline.progress import progress
+
+DEFAULT_WEIGHTS = {"bought_together": 1.2, "also_bought": 1.0, "also_viewed": 0.5}
+DEFAULT_MIN_ALSO_BOUGHT = 2
+DEFAULT_REQUIRE_TITLE = True
+ROW_GROUP_ROWS = 1 << 20  # rows per row group of pairs.parquet and vocab.parquet
+PHASES = ("count", "dictionary", "group", "vocab", "pairs")
+FILTERS = ("no_title", "few_also_bought", "no_relation")  # checked in this order
+MADE_BY = "python -m pipeline parse"
+
+_HIGH = 1 << 32  # pair key = lo * _HIGH + hi
+_SHIFT = {name: 4**i for i, name in enumerate(RELATIONS)}  # 2-bit count per relation
+_ENGINE = "streaming"
+
+
+def build_pairs(
+    data_dir: str | os.PathLike,
+    weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+    min_also_bought: int = DEFAULT_MIN_ALSO_BOUGHT,
+    require_title: bool = DEFAULT_REQUIRE_TITLE,
+    quiet: bool = False,
+) -> dict:
+    """Turn ``data_dir/products.parquet`` into vocab, pairs and stats; return the stats.
+
+    ``weights`` maps a relation of contracts.RELATIONS to its weight; lists of
+    relations it leaves out are ignored. Products are skipped without a title
+    (when ``require_title``), with fewer than ``min_also_bought`` distinct
+    also_bought entries, or without any entry in a weighted list.
+    """
+    data_dir = Path(data_dir)
+    weights = check_weights(weights)
+    if min_also_bought < 0:
+        raise PipelineError(f"min_also_bought must be >= 0, got {min_also_bought}")
+    products = data_dir / PRODUCTS
+    require(products, PRODUCTS_SCHEMA, MADE_BY)
+    started = time.perf_counter()
+    phase_seconds: dict[str, float] = {}
+    phase_peak: dict[str, float] = {}  # peak RSS so far at the end of each phase
+    # Renames run innermost first: pairs, vocab, then pairs.json, the mark of a whole run.
+    with (
+        atomic_output(data_dir / PAIRS_STATS) as stats_tmp,
+        tempfile.TemporaryDirectory(prefix=".pairs-work-", dir=data_dir) as work,
+        atomic_output(data_dir / VOCAB) as vocab_tmp,
+        atomic_output(data_dir / PAIRS) as pairs_tmp,
+        progress(len(PHASES), "phase", "pairs", quiet) as bar,
+    ):
+        bar.unit_scale = False  # whole phases, not 1.00/5.00
+        grouped = Path(work) / "grouped.parquet"
+
+        @contextlib.contextmanager
+        def phase(name: str) -> Iterator[None]:
+            bar.set_description(f"pairs: {name}")
+            begun = time.perf_counter()
+            yield
+            phase_seconds[name] = round(time.perf_counter() - begun, 2)
+            phase_peak[name] = peak_rss_mb()
+            bar.update(1)
+
+        catalog = classified(products, weights, min_also_bought, require_title)
+        kept = catalog.filter(pl.col("status") == "kept")
+        with phase("count"):
+            counts = _counts(catalog, weights)
+        with phase("dictionary"):
+            asins = distinct_asins(kept, weights).collect(engine=_ENGINE).get_column("asin").sort()
+        with phase("group"):
+            grouped_pairs(kept, weights, pl.Enum(asins)).sink_parquet(grouped, engine=_ENGINE)
+        with phase("vocab"):
+            vocab = vocabulary(grouped, asins, products)
+            table = vocab.select(VOCAB_SCHEMA.names).to_arrow()
+            pq.write_table(
+                table.cast(stamped(VOCAB_SCHEMA, "pairs")),
+                vocab_tmp,
+                row_group_size=ROW_GROUP_ROWS,
+                compression="zstd",
+            )
+        with phase("pairs"):
+            code_counts = (
+                pl.scan_parquet(grouped)
+                .group_by("code")
+                .agg(pairs=pl.len())
+                .collect(engine=_ENGINE)
+            )
+            remapped(grouped, vocab, weights).sink_parquet(
+                pairs_tmp,
+                arrow_schema=stamped(PAIRS_SCHEMA, "pairs"),
+                row_group_size=ROW_GROUP_ROWS,
+                compression="zstd",
+                engine=_ENGINE,
+            )
+        bar.set_description("pairs")
+        seconds = time.perf_counter() - started
+        stats = _stats(counts, code_counts, vocab, weights)
+        stats.update(
+            {
+                "min_also_bought": min_also_bought,
+                "require_title": require_title,
+                "phase_seconds": phase_seconds,
+                "phase_peak_rss_mb": phase_peak,
+                "seconds": round(seconds, 2),
+                "exploded_rows_per_s": round(
+                    stats["exploded_rows_after_list_dedup"] / max(seconds, 1e-9)
+                ),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+        stats_tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` in RELATIONS order, or a PipelineError naming the bad entry."""
+    unknown = [name for name in weights if name not in RELATIONS]
+    if unknown:
+        raise PipelineError(
+            f"unknown relation {unknown[0]!r} in weights; expected some of {', '.join(RELATIONS)}"
+        )
+    checked = {}
+    for name in RELATIONS:
+        if name not in weights:
+            continue
+        try:
+            value = float(weights[name])
+        except (TypeError, ValueError):
+            raise PipelineError(f"weight of {name} is {weights[name]!r}, not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise PipelineError(f"weight of {name} must be a finite number >= 0, got {value}")
+        checked[name] = value
+    if not checked:
+        raise PipelineError(
+            f"weights give no relation a weight; name some of {', '.join(RELATIONS)}"
+        )
+    return checked
+
+
+def classified(
+    products: Path, weights: Mapping[str, float], min_also_bought: int, require_title: bool
+) -> pl.LazyFrame:
+    """Each product's asin, cleaned weighted lists and ``status``: kept or the filter failed.
+
+    A list is cleaned of null and empty entries and of duplicates; its entries
+    keep no particular order.
+    """
+    has_title = pl.col("title").str.strip_chars().str.len_bytes().fill_null(0) > 0
+    also_bought = _cleaned("also_bought").list.len().fill_null(0)
+    has_relation = pl.any_horizontal(
+        [_cleaned(name).list.len().fill_null(0) > 0 for name in weights]
+    )
+    status = (
+        pl.when(pl.lit(require_title) & ~has_title)
+        .then(pl.lit("no_title"))
+        .when(also_bought < min_also_bought)
+        .then(pl.lit("few_also_bought"))
+        .when(~has_relation)
+        .then(pl.lit("no_relation"))
+        .otherwise(pl.lit("kept"))
+    )
+    return pl.scan_parquet(products).select(
+        "asin", *[_cleaned(name).alias(name) for name in weights], status=status
+    )
+
+
+def _cleaned(name: str) -> pl.Expr:
+    """List ``name`` without null or empty entries (null != "" is null: dropped) or repeats."""
+    return pl.col(name).list.filter(pl.element() != "").list.unique()
+
+
+def distinct_asins(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
+    """The distinct asins of kept products and of their weighted lists, unordered."""
+    listed = [kept.select(pl.col(name).alias("asin")).explode("asin") for name in weights]
+    return pl.concat([kept.select("asin"), *listed]).drop_nulls().unique()
+
+
+def exploded(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
+    """One row (asin, other, code) per entry of a weighted list of a kept product.
+
+    ``code`` is 1 in the 2-bit field of the row's relation.
+    """
+    parts = []
+    for name in weights:
+        code = pl.lit(_SHIFT[name], dtype=pl.UInt8)
+        parts.append(kept.select("asin", other=name, code=code).explode("other"))
+    return pl.concat(parts).filter(pl.col("other").is_not_null())  # a null list gives a null
+
+
+def grouped_pairs(kept: pl.LazyFrame, weights: Mapping[str, float], asins: pl.Enum) -> pl.LazyFrame:
+    """Distinct unordered pairs of dictionary codes: ``key`` = lo << 32 | hi, ``code`` sums.
+
+    ``code`` holds, per relation, the number of rows (0, 1 or 2) linking the pair.
+    """
+    rows = exploded(kept, weights).select(
+        a=pl.col("asin").cast(asins).to_physical().cast(pl.UInt64),
+        b=pl.col("other").cast(asins).to_physical().cast(pl.UInt64),
+        code="code",
+    )
+    key = pl.min_horizontal("a", "b") * _HIGH + pl.max_horizontal("a", "b")
+    return (
+        rows.filter(pl.col("a") != pl.col("b"))
+        .group_by(key=key)
+        .agg(code=pl.col("code").sum().cast(pl.UInt8))
+    )
+
+
+def _ends(grouped: Path) -> pl.LazyFrame:
+    """The two dictionary codes of each grouped pair, as ``lo``, ``hi`` (uint32)."""
+    return pl.scan_parquet(grouped).with_columns(
+        lo=(pl.col("key") // _HIGH).cast(pl.UInt32), hi=(pl.col("key") % _HIGH).cast(pl.UInt32)
+    )
+
+
+def pair_degrees(grouped: Path) -> pl.LazyFrame:
+    """The number of pairs each dictionary ``code`` is in, for codes in at least one."""
+    ends = _ends(grouped)
+    return (
+        pl.concat([ends.select(code="lo"), ends.select(code="hi")])
+        .group_by("code")
+        .agg(degree=pl.len().cast(pl.Int32))
+    )
+
+
+def vocabulary(grouped: Path, asins: pl.Series, products: Path) -> pl.DataFrame:
+    """Vocab rows in id order, plus ``code`` (the dictionary code) and ``in_catalog``.
+
+    Ids go by descending degree, ties by asin, which is ascending code.
+    """
+    degrees = (
+        pair_degrees(grouped)
+        .collect(engine=_ENGINE)
+        .sort(["degree", "code"], descending=[True, False])
+        .with_row_index("id")
+    )
+    degrees = degrees.with_columns(
+        pl.col("id").cast(pl.Int32), asin=asins.gather(degrees.get_column("code"))
+    )
+    catalog = pl.scan_parquet(products).select(
+        "asin",
+        title=pl.when(pl.col("title").str.strip_chars() != "").then("title"),
+        in_catalog=pl.lit(True),
+    )
+    vocab = (
+        degrees.lazy()
+        .join(catalog, on="asin", how="left")
+        .collect(engine=_ENGINE)
+        .sort("id")
+        .select("id", "asin", "degree", "title", "code", pl.col("in_catalog").fill_null(False))
+    )
+    if vocab.height != degrees.height:
+        raise PipelineError(f"{products}: asins are not distinct; rerun `{MADE_BY}`")
+    return vocab
+
+
+def remapped(grouped: Path, vocab: pl.DataFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
+    """The rows of pairs.parquet: codes to vocab ids, weight and bitmask; sorted by src, dst."""
+    ids = vocab.lazy().select("code", "id")
+    count = {name: (pl.col("code") // _SHIFT[name]) % 4 for name in weights}
+    weight = pl.sum_horizontal([count[name].cast(pl.Float64) * w for name, w in weights.items()])
+    relations = pl.sum_horizontal(
+        [(count[name] > 0).cast(pl.UInt8) * RELATION_BIT[name] for name in weights]
+    )
+    return (
+        _ends(grouped)
+        .join(ids.rename({"code": "lo", "id": "a"}), on="lo")
+        .join(ids.rename({"code": "hi", "id": "b"}), on="hi")
+        .select(
+            src=pl.min_horizontal("a", "b"),
+            dst=pl.max_horizontal("a", "b"),
+            weight=weight.cast(pl.Float32),
+            relations=relations.cast(pl.UInt8),
+        )
+        .sort(pl.col("src").cast(pl.UInt64) * _HIGH + pl.col("dst").cast(pl.UInt64))
+    )
+
+
+def _counts(catalog: pl.LazyFrame, weights: Mapping[str, float]) -> dict:
+    """Products per status, and rows and self-pair rows per relation of kept products."""
+    kept = pl.col("status") == "kept"
+    lengths = {
+        name: pl.col(name).list.len().fill_null(0).filter(kept).sum().alias(name)
+        for name in weights
+    }
+    selfs = {
+        name: pl.col(name).list.contains(pl.col("asin")).fill_null(False).filter(kept).sum()
+        for name in weights
+    }
+    row = (
+        catalog.select(
+            products_read=pl.len(),
+            **{status: (pl.col("status") == status).sum() for status in (*FILTERS, "kept")},
+            **{f"rows_{name}": expr for name, expr in lengths.items()},
+            **{f"self_{name}": expr for name, expr in selfs.items()},
+        )
+        .collect(engine=_ENGINE)
+        .row(0, named=True)
+    )
+    return {key: int(value or 0) for key, value in row.items()}
+
+
+def _stats(counts: dict, code_counts: pl.DataFrame, vocab: pl.DataFrame, weights: dict) -> dict:
+    """pairs.json, checking that rows, pairs and degrees add up."""
+    rows = {name: counts[f"rows_{name}"] for name in weights}
+    selfs = {name: counts[f"self_{name}"] for name in weights}
+    by_weight: dict[float, int] = {}
+    by_relations: dict[str, int] = {}
+    linked_rows = 0  # rows that are not self-pairs, counted back from the codes
+    for code, n in code_counts.iter_rows():
+        per = {name: (code // _SHIFT[name]) % 4 for name in weights}
+        weight = round(sum(per[name] * w for name, w in weights.items()), 6)
+        names = "+".join(name for name in weights if per[name])
+        by_weight[weight] = by_weight.get(weight, 0) + n
+        by_relations[names] = by_relations.get(names, 0) + n
+        linked_rows += n * sum(per.values())
+    pairs = int(code_counts.get_column("pairs").sum() or 0)
+    total_rows, total_selfs = sum(rows.values()), sum(selfs.values())
+    degrees = int(vocab.get_column("degree").sum() or 0)
+    if linked_rows != total_rows - total_selfs or degrees != 2 * pairs:
+        raise RuntimeError(
+            f"pair accounting is off: rows {total_rows} - self {total_selfs} != {linked_rows}"
+            f" or degrees {degrees} != 2 * {pairs}"
+        )
+    return {
+        "products_read": counts["products_read"],
+        **{f"skipped_{name}": counts[name] for name in FILTERS},
+        "kept": counts["kept"],
+        "exploded_rows_after_list_dedup": total_rows,
+        "exploded_rows_after_list_dedup_by_relation": rows,
+        "self_pair_rows_dropped": total_selfs,
+        "self_pair_rows_dropped_by_relation": selfs,
+        "pairs": pairs,
+        "vocabulary": vocab.height,
+        "vocabulary_out_of_catalog": int((~vocab.get_column("in_catalog")).sum()),
+        "vocabulary_without_title": int(vocab.get_column("title").null_count()),
+        "weight_histogram": {str(w): by_weight[w] for w in sorted(by_weight)},
+        "pairs_by_relations": dict(sorted(by_relations.items())),
+        "weights": weights,
+    }

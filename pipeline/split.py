@@ -1,0 +1,355 @@
+"""Stage 3: split pairs.parquet into shuffled train pairs and labelled val pairs.
+
+Writes ``train.parquet`` (TRAIN_SCHEMA: the train pairs in a seeded random
+order, so a sequential read is already shuffled, in row groups of
+ROW_GROUP_ROWS that the trainer shards between DataLoader workers),
+``val.parquet`` (VAL_SCHEMA: the val positives and as many negatives, sorted
+by (src, dst); ``label`` 1/0, ``weight`` 0 for negatives, ``seen`` when both
+products occur in train) and ``split.json`` (counts, seen shares, the
+negative candidates examined and rejected by reason, the shuffles of negative
+sampling as ``rounds``, options, seconds and peak RSS).
+
+The val share is ``floor(pairs * val_prop + 0.5)`` pairs (nearest integer,
+halves up). Same input and seed give byte-identical Parquet files; the order
+of the input rows does not matter (the pairs are sorted by (src, dst) first).
+
+Memory: the four pair columns and one int64 key per pair (21 bytes a pair,
+560 MB for Books' 26.6M pairs) plus temporaries of the same order; the peak
+was 1.8 GB on a synthetic catalog of Books' size (tests/bench/bench_split.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.contracts import (
+    PAIRS,
+    PAIRS_SCHEMA,
+    SPLIT_STATS,
+    TRAIN,
+    TRAIN_SCHEMA,
+    VAL,
+    VAL_SCHEMA,
+    VOCAB,
+    VOCAB_SCHEMA,
+    require,
+    stamped,
+)
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_output, write_json
+from pipeline.memory import peak_rss_mb
+from pipeline.progress import progress
+
+DEFAULT_VAL_PROP = 0.33
+DEFAULT_SEED = 42
+ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
+MAX_ROUNDS = 100  # shuffles of the val products before negative sampling gives up
+MIN_CHUNK = 65_536  # candidates checked at once when topping up
+REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
+MADE_BY = "python -m pipeline pairs"
+
+
+def split(
+    data_dir: str | os.PathLike,
+    val_prop: float = DEFAULT_VAL_PROP,
+    seed: int = DEFAULT_SEED,
+    quiet: bool = False,
+) -> dict:
+    """Split ``data_dir``'s pairs into train and val files; return the stats.
+
+    A seeded random ``val_prop`` share of the pairs goes to val; each val
+    positive gets one negative (see :func:`sample_negatives`). A val row is
+    ``seen`` when both of its products occur in a train pair, for positives
+    and negatives alike, so AUC over seen rows has both classes.
+    """
+    data_dir = Path(data_dir)
+    if not 0 < val_prop < 1:  # also refuses NaN
+        raise PipelineError(f"--val-prop must be between 0 and 1 (exclusive), got {val_prop}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA, MADE_BY)
+    vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA, MADE_BY)
+    started = time.perf_counter()
+
+    n_products = _vocabulary_size(vocab_file, data_dir / VOCAB)
+    src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
+    n_pairs = len(keys)
+    n_val = validation_size(n_pairs, val_prop)
+    if n_val == 0 or n_val == n_pairs:
+        empty = "val" if n_val == 0 else "train"
+        raise PipelineError(
+            f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
+        )
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_pairs)
+    train_rows = order[n_val:]  # the seeded order train is written in
+    is_val = np.zeros(n_pairs, dtype=bool)
+    is_val[order[:n_val]] = True
+    val_rows = np.flatnonzero(is_val)  # in (src, dst) order
+    del order, is_val
+
+    in_train = np.zeros(n_products, dtype=bool)
+    in_train[src[train_rows]] = True
+    in_train[dst[train_rows]] = True
+
+    val_src, val_dst = src[val_rows], dst[val_rows]
+    occurrences = np.concatenate([val_src, val_dst])
+    _check_feasible(occurrences, src, dst, n_products, n_val, data_dir / PAIRS)
+    neg_src, neg_dst, sampling = sample_negatives(occurrences, keys, n_products, n_val, rng)
+    del occurrences, keys
+
+    val = _val_table(val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products)
+    seen = val.column("seen").to_numpy()
+    positive = val.column("label").to_numpy() == 1
+    with (
+        atomic_output(data_dir / TRAIN) as train_tmp,
+        atomic_output(data_dir / VAL) as val_tmp,
+        progress(len(train_rows) + val.num_rows, "rows", "split write", quiet) as bar,
+    ):
+        _write_train(train_tmp, src, dst, weight, relations, train_rows, bar)
+        _write_table(val_tmp, val, stamped(VAL_SCHEMA, "split"), bar)
+
+    seconds = time.perf_counter() - started
+    seen_positives = int(np.count_nonzero(seen & positive))
+    seen_negatives = int(np.count_nonzero(seen & ~positive))
+    stats = {
+        "data_dir": str(data_dir),
+        "pairs": n_pairs,
+        "products": n_products,
+        "train": len(train_rows),
+        "val_positives": n_val,
+        "val_negatives": len(neg_src),
+        "val_products": sampling["val_products"],
+        "seen_positives": seen_positives,
+        "seen_negatives": seen_negatives,
+        "seen_share_positives": round(seen_positives / n_val, 6),
+        "seen_share_negatives": round(seen_negatives / len(neg_src), 6),
+        "candidates": sampling["candidates"],
+        "rejected": {reason: sampling[reason] for reason in REJECT_REASONS},
+        "rounds": sampling["rounds"],
+        "val_prop": val_prop,
+        "seed": int(seed),
+        "row_group_rows": ROW_GROUP_ROWS,
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    write_json(data_dir / SPLIT_STATS, stats)
+    return stats
+
+
+def validation_size(n_pairs: int, val_prop: float) -> int:
+    """Val positives out of ``n_pairs``: the nearest integer to n * val_prop, halves up."""
+    return math.floor(n_pairs * val_prop + 0.5)
+
+
+def sample_negatives(
+    occurrences: np.ndarray,
+    pair_keys: np.ndarray,
+    n_products: int,
+    count: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``count`` distinct non-pairs (src < dst) drawn from the val products; plus a tally.
+
+    The reference's shuffle-slice trick: shuffle ``occurrences`` (both ends
+    of every val positive, so a product is drawn as often as it occurs in val
+    and negatives have the positives' product frequencies), read consecutive
+    slices of two as candidates, and reshuffle when the array is exhausted.
+    Candidates that are self-pairs, true pairs (their key ``src * n_products
+    + dst`` is in the sorted ``pair_keys``) or repeats of an earlier accepted
+    candidate are rejected, until ``count`` are accepted. The candidates are
+    a stream checked in vectorised chunks; which are accepted does not depend
+    on the chunk size. After MAX_ROUNDS shuffles it fails in one line.
+
+    The tally counts the candidates examined, the rejections by reason, the
+    shuffles (``rounds``) and the distinct val products.
+    """
+    tally = dict.fromkeys(("candidates", *REJECT_REASONS, "rounds"), 0)
+    tally["val_products"] = int(np.count_nonzero(np.bincount(occurrences, minlength=1)))
+    per_round = len(occurrences) // 2
+    if count and not per_round:
+        raise PipelineError(f"{count} val negatives needed but there are no val products")
+    deck = occurrences.copy()
+    accepted: list[np.ndarray] = []
+    taken = np.empty(0, dtype=np.int64)  # sorted keys accepted so far
+    need, position = count, per_round  # start with an exhausted deck: shuffle first
+    while need > 0:
+        if position == per_round:
+            if tally["rounds"] == MAX_ROUNDS:
+                raise PipelineError(
+                    f"negative sampling found {count - need} of {count} negatives in "
+                    f"{MAX_ROUNDS} shuffles of {tally['val_products']} val products; "
+                    "the val products have too few non-pairs (lower --val-prop)"
+                )
+            rng.shuffle(deck)
+            position = 0
+            tally["rounds"] += 1
+        end = min(per_round, position + max(2 * need, MIN_CHUNK))
+        a = deck[2 * position : 2 * end : 2]
+        b = deck[2 * position + 1 : 2 * end : 2]
+        position = end
+        low = np.minimum(a, b).astype(np.int64)
+        high = np.maximum(a, b)
+        keys = low * n_products + high
+        self_pair = low == high
+        # Checked in key order: binary searches with sorted needles stay in
+        # cache, and a stable sort puts a key's first occurrence first.
+        by_key = np.argsort(keys, kind="stable")
+        ordered = keys[by_key]
+        first = np.empty(len(keys), dtype=bool)
+        first[by_key] = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+        true_pair = np.empty(len(keys), dtype=bool)
+        true_pair[by_key] = _contains(pair_keys, ordered)  # never a self-pair: src < dst
+        earlier = np.empty(len(keys), dtype=bool)
+        earlier[by_key] = _contains(taken, ordered)
+        del by_key, ordered
+        # Equal keys are equally self or true pairs, so a first occurrence
+        # among all candidates is a first occurrence among the fresh ones.
+        fresh = ~(self_pair | true_pair)
+        duplicate = fresh & (~first | earlier)
+        ok = fresh & ~duplicate
+        running = np.cumsum(ok)
+        if running[-1] > need:  # stop at the candidate that completes the count
+            cut = int(np.searchsorted(running, need)) + 1
+            keys, ok = keys[:cut], ok[:cut]
+            self_pair, true_pair, duplicate = self_pair[:cut], true_pair[:cut], duplicate[:cut]
+        tally["candidates"] += len(keys)
+        tally["self_pair"] += int(np.count_nonzero(self_pair))
+        tally["true_pair"] += int(np.count_nonzero(true_pair))
+        tally["duplicate"] += int(np.count_nonzero(duplicate))
+        new = keys[ok]
+        accepted.append(new)
+        taken = np.sort(np.concatenate([taken, new]))
+        need -= len(new)
+    keys = np.concatenate(accepted) if accepted else np.empty(0, dtype=np.int64)
+    return (keys // n_products).astype(np.int32), (keys % n_products).astype(np.int32), tally
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each of ``keys`` is in ``sorted_keys`` (binary search, no hashing)."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(sorted_keys, keys)
+    np.minimum(at, len(sorted_keys) - 1, out=at)
+    return sorted_keys[at] == keys
+
+
+def _vocabulary_size(vocab_file: pq.ParquetFile, path: Path) -> int:
+    """V, after checking that the vocabulary ids are 0..V-1 in order."""
+    ids = vocab_file.read(columns=["id"]).column(0).to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids), dtype=ids.dtype)):
+        raise PipelineError(f"{path}: ids are not 0..{len(ids) - 1} in order; rerun `{MADE_BY}`")
+    return len(ids)
+
+
+def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[np.ndarray, ...]:
+    """src, dst, weight, relations and keys (src * V + dst), sorted by key; checked.
+
+    Columns are read one at a time so the Arrow copy of only one is alive.
+    """
+    if parquet.metadata.num_rows == 0:
+        raise PipelineError(f"{path}: no pairs; nothing to split")
+    src, dst, weight, relations = (
+        parquet.read(columns=[name]).column(0).to_numpy() for name in PAIRS_SCHEMA.names
+    )
+    if src.min() < 0 or dst.max() >= n_products:
+        raise PipelineError(
+            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; rerun `{MADE_BY}`"
+        )
+    if np.any(src >= dst):
+        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{MADE_BY}`")
+    keys = src.astype(np.int64) * n_products + dst
+    if np.any(keys[1:] <= keys[:-1]):  # not sorted by (src, dst): sort (and then find repeats)
+        order = np.argsort(keys, kind="stable")
+        keys, src, dst, weight, relations = (
+            column[order] for column in (keys, src, dst, weight, relations)
+        )
+        del order
+        if np.any(keys[1:] == keys[:-1]):
+            raise PipelineError(f"{path}: repeated pairs; rerun `{MADE_BY}`")
+    return src, dst, weight, relations, keys
+
+
+def _check_feasible(
+    occurrences: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    n_products: int,
+    count: int,
+    path: Path,
+) -> None:
+    """Fail at once when the val products have fewer than ``count`` non-pairs.
+
+    Cheaper and clearer than exhausting MAX_ROUNDS shuffles when the request
+    is impossible; MAX_ROUNDS still bounds the feasible-but-unlucky case.
+    """
+    in_val = np.zeros(n_products, dtype=bool)
+    in_val[occurrences] = True
+    products = int(np.count_nonzero(in_val))
+    true_pairs = int(np.count_nonzero(in_val[src] & in_val[dst]))
+    non_pairs = products * (products - 1) // 2 - true_pairs
+    if non_pairs < count:
+        raise PipelineError(
+            f"{path}: the {products} val products form only {non_pairs} non-pairs, "
+            f"fewer than the {count} val negatives needed; lower --val-prop"
+        )
+
+
+def _val_table(
+    pos_src: np.ndarray,
+    pos_dst: np.ndarray,
+    pos_weight: np.ndarray,
+    neg_src: np.ndarray,
+    neg_dst: np.ndarray,
+    in_train: np.ndarray,
+    n_products: int,
+) -> pa.Table:
+    """Positives and negatives in one table sorted by (src, dst), with labels and seen."""
+    src = np.concatenate([pos_src, neg_src])
+    dst = np.concatenate([pos_dst, neg_dst])
+    order = np.argsort(src.astype(np.int64) * n_products + dst, kind="stable")
+    n_pos = len(pos_src)
+    label = np.zeros(len(src), dtype=np.int8)
+    label[:n_pos] = 1
+    weight = np.zeros(len(src), dtype=np.float32)
+    weight[:n_pos] = pos_weight
+    src, dst, label, weight = src[order], dst[order], label[order], weight[order]
+    seen = in_train[src] & in_train[dst]
+    return pa.table([src, dst, label, weight, seen], schema=stamped(VAL_SCHEMA, "split"))
+
+
+def _write_train(
+    path: Path,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    relations: np.ndarray,
+    rows: np.ndarray,
+    bar,
+) -> None:
+    """Write the pairs at ``rows``, in that order, one row group per ROW_GROUP_ROWS."""
+    schema = stamped(TRAIN_SCHEMA, "split")
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, len(rows), ROW_GROUP_ROWS):
+            take = rows[start : start + ROW_GROUP_ROWS]
+            columns = [src[take], dst[take], weight[take], relations[take]]
+            writer.write_table(pa.table(columns, schema=schema), row_group_size=ROW_GROUP_ROWS)
+            bar.update(len(take))
+
+
+def _write_table(path: Path, table: pa.Table, schema: pa.Schema, bar) -> None:
+    """Write ``table`` in row groups of ROW_GROUP_ROWS."""
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, table.num_rows, ROW_GROUP_ROWS):
+            part = table.slice(start, ROW_GROUP_ROWS)
+            writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+            bar.update(part.num_rows)

@@ -1,0 +1,146 @@
+"""Products similar to a given one, under a trained run's own score.
+
+Exact top-k over the whole vocabulary: queries are answered in batches of
+matrix products, sized so a batch's score matrix stays near 128 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.contracts import VOCAB
+from pipeline.errors import PipelineError
+from recsys_stream.models import MFBias
+from recsys_stream.runs import dataset_of, load_model
+
+SCORES_PER_BATCH = 1 << 25
+SUGGESTIONS = 5
+
+
+class Index:
+    """A trained run's vectors with the vocabulary's asins and titles."""
+
+    def __init__(self, run: str | os.PathLike):
+        self.model, self.config, _ = load_model(run)
+        vocab = pq.read_table(dataset_of(Path(run)) / VOCAB, columns=["id", "asin", "title"])
+        self.vocab = vocab.sort_by("id")
+        self.asins = self.vocab.column("asin")
+
+    def ids(self, asins: list[str]) -> np.ndarray:
+        """Vocabulary ids of ``asins``; -1 for unknown ones."""
+        found = pc.index_in(pa.array(asins, pa.string()), value_set=self.asins)
+        return found.fill_null(-1).to_numpy().astype(np.int64)
+
+    def suggestions(self, asin: str) -> list[str]:
+        """Vocabulary asins sharing the longest prefix (of 4+ characters) with ``asin``."""
+        for length in range(len(asin) - 1, 3, -1):
+            matches = self.asins.filter(pc.starts_with(self.asins, asin[:length]))
+            if len(matches):
+                return matches.slice(0, SUGGESTIONS).to_pylist()
+        return []
+
+    @torch.no_grad()
+    def nearest(self, ids: np.ndarray, k: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best products for each query id, best first, never the query."""
+        weight = self.model.embedding.weight
+        table = torch.nn.functional.normalize(weight, dim=1) if cosine else weight
+        k = min(k, len(weight) - 1)
+        batch = max(1, SCORES_PER_BATCH // len(weight))
+        best_ids, best_scores = [], []
+        for start in range(0, len(ids), batch):
+            query = torch.from_numpy(ids[start : start + batch])
+            scores = table[query] @ table.T
+            if isinstance(self.model, MFBias) and not cosine:
+                bias = self.model.bias.weight[:, 0]
+                scores += bias[None, :] + bias[query][:, None] + self.model.global_bias
+            if not cosine:
+                scores = torch.sigmoid(scores)  # the model's probability that they pair
+            scores[torch.arange(len(query)), query] = -torch.inf
+            top = torch.topk(scores, k, dim=1)
+            best_ids.append(top.indices.numpy())
+            best_scores.append(top.values.numpy())
+        return np.concatenate(best_ids), np.concatenate(best_scores)
+
+    def title(self, ids: np.ndarray) -> list[str | None]:
+        return self.vocab.column("title").take(pa.array(ids)).to_pylist()
+
+
+def similar(
+    run: str | os.PathLike, asins: list[str], k: int = 10, cosine: bool = False
+) -> list[dict]:
+    """For each asin: its k most similar products with titles and scores, or why it has none."""
+    if k < 1:
+        raise PipelineError("-k must be at least 1")
+    index = Index(run)
+    ids = index.ids(asins)
+    known = ids >= 0
+    neighbours, scores = index.nearest(ids[known], k, cosine) if known.any() else ([], [])
+    answers, row = [], 0
+    for asin, product in zip(asins, ids):
+        if product < 0:
+            answers.append(
+                {"query": asin, "error": "unknown ASIN", "suggestions": index.suggestions(asin)}
+            )
+            continue
+        titles = index.title(neighbours[row])
+        answers.append(
+            {
+                "query": asin,
+                "title": index.title(np.array([product]))[0],
+                "similar": [
+                    {"asin": index.asins[int(i)].as_py(), "title": t, "score": round(float(s), 6)}
+                    for i, t, s in zip(neighbours[row], titles, scores[row])
+                ],
+            }
+        )
+        row += 1
+    return answers
+
+
+def similar_cli(
+    run: str, asins: list[str], file: str | None, k: int, cosine: bool, as_json: bool
+) -> None:
+    """The ``similar`` command: a readable table per asin, or JSON."""
+    if file:
+        try:
+            asins = asins + [
+                line.strip() for line in Path(file).read_text().splitlines() if line.strip()
+            ]
+        except OSError as exc:
+            raise PipelineError(f"{file}: cannot read ({exc.strerror})") from None
+    if not asins:
+        raise PipelineError("give at least one ASIN, or --file")
+    answers = similar(run, asins, k, cosine)
+    if all("error" in a for a in answers):
+        raise PipelineError("; ".join(_unknown(a) for a in answers))
+    if as_json:
+        print(json.dumps(answers, indent=2, ensure_ascii=False))
+        return
+    for answer in answers:
+        if "error" in answer:
+            print(_unknown(answer), file=sys.stderr)
+            continue
+        print(f"\n{answer['query']}  {_short(answer['title'])}")
+        print(f"{'rank':>4}  {'asin':<12} {'score':>8}  title")
+        for rank, item in enumerate(answer["similar"], 1):
+            print(f"{rank:>4}  {item['asin']:<12} {item['score']:>8.4f}  {_short(item['title'])}")
+
+
+def _unknown(answer: dict) -> str:
+    hint = f"; close matches: {', '.join(answer['suggestions'])}" if answer["suggestions"] else ""
+    return f"unknown ASIN {answer['query']}{hint}"
+
+
+def _short(title: str | None, width: int = 70) -> str:
+    if not title:
+        return "(no title)"
+    return title if len(title) <= width else title[: width - 1] + "…"
