@@ -170,8 +170,8 @@ class _Relation(NamedTuple):
 
 
 RELATIONS = (
-    _Relation("also_bought", 100, 1.5, 1.0, 0.8, 0.12, False),
-    _Relation("also_viewed", 50, 0.9, 1.1, 0.55, 0.2, False),
+    _Relation("also_bought", 100, 1.5, 1.0, 0.85, 0.12, False),
+    _Relation("also_viewed", 50, 0.9, 1.1, 0.6, 0.3, False),
     _Relation("bought_together", 3, -0.3, 0.8, 1.0, 0.0, True),
 )
 

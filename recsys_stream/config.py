@@ -22,7 +22,7 @@ class TrainConfig:
     dim: int = 32
     negatives: int = 5  # sampled negatives per positive pair
     batch_size: int = 2048  # positive pairs per step; a step sees batch_size * (1 + negatives)
-    lr: float = 0.01
+    lr: float = 0.02  # tuned: 0.01-0.02 best, 0.05 worse (100k synthetic catalog)
     l2: float = 1e-6  # on the embedding rows a batch touches, per sample
     init_std: float = 0.01  # small: N(0, 1) at dim 128 saturates the sigmoid
     schedule: str = "cosine-restarts"  # cosine annealing restarted each epoch, as the reference

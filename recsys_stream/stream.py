@@ -21,6 +21,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from recsys_stream.sampling import NegativeSampler
 
+# Continuous labels: a positive's target is POSITIVE_FLOOR + (1 - POSITIVE_FLOOR) x
+# weight / largest weight, a negative's 0. Under plain MF an unrelated pair scores
+# about sigmoid(0) = 0.5, so targets below 0.5 (weight / max alone) ask it to rank
+# true pairs under unrelated ones: MF then stays at AUC 0.50. Measured on the 100k
+# synthetic catalog, MF reached 0.51 with a floor of 0.5 and 0.62 with 0.75 (MF
+# with bias: 0.938 and 0.940).
+POSITIVE_FLOOR = 0.75
+
 
 @dataclass
 class Batch:
@@ -47,7 +55,8 @@ class PairStream(IterableDataset):
         shuffle_groups: int = 4,
         max_weight: float | None = None,
     ):
-        """``max_weight`` set: targets are weight / max_weight (continuous labels); else 1."""
+        """``max_weight`` set: continuous targets from weight / max_weight (see
+        POSITIVE_FLOOR); else binary targets of 1."""
         self.path = Path(path)
         self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
         self.seed, self.shuffle_groups, self.max_weight = seed, shuffle_groups, max_weight
@@ -93,7 +102,9 @@ class PairStream(IterableDataset):
         negatives = self.sampler.negatives(rng, anchor, positive, self.negatives)
         others = np.concatenate([positive[:, None], negatives], axis=1)
         target = np.zeros(others.shape, dtype=np.float32)
-        target[:, 0] = (
-            0.5 + 0.5 * chunk["weight"][rows] / self.max_weight if self.max_weight else 1.0
-        )
+        if self.max_weight:
+            scaled = chunk["weight"][rows] / self.max_weight
+            target[:, 0] = POSITIVE_FLOOR + (1 - POSITIVE_FLOOR) * scaled
+        else:
+            target[:, 0] = 1.0
         return Batch(torch.from_numpy(anchor), torch.from_numpy(others), torch.from_numpy(target))

@@ -1,0 +1,90 @@
+"""The whole chain on a small synthetic catalog, and `make demo` on a fresh copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.pairs import build_pairs
+from pipeline.parse import parse
+from pipeline.split import split
+from pipeline.synth import generate
+from recsys_stream.config import TrainConfig
+from recsys_stream.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ["mf-binary", "mf-continuous", "mf_bias-binary", "mf_bias-continuous"]
+
+
+def test_parse_pairs_split_train(tmp_path):
+    raw = tmp_path / "raw" / "catalog.json.gz"
+    generate(raw, 20_000, fmt="py", messy=True, quiet=True)
+    parsed = parse(raw, tmp_path, workers=1, quiet=True)
+    assert parsed["lines"] == parsed["products"] + parsed["duplicates"] + parsed["rejected"]
+    assert parsed["rejected"] > 0 and parsed["duplicates"] > 0
+    pairs = build_pairs(tmp_path, quiet=True)
+    split_stats = split(tmp_path, quiet=True)
+    assert split_stats["train"] + split_stats["val_positives"] == pairs["pairs"]
+    summary = train(tmp_path, TrainConfig(epochs=2, batch_size=256, eval_every=50), quiet=True)
+    assert summary["auc_all"] > 0.75
+    assert summary["auc_all"] > summary["popularity_auc"] + 0.1
+
+
+def make(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PY": sys.executable}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=copy, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_demo_on_a_fresh_copy(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(
+        REPO,
+        copy,
+        ignore=shutil.ignore_patterns(
+            "data", ".git", "__pycache__", ".pytest_cache", ".hypothesis"
+        ),
+    )
+    settings = ["DEMO_PRODUCTS=3000", "EPOCHS=1", "QUIET=--quiet", f"PY={sys.executable}"]
+    first = make(copy, "demo", *settings)
+    assert first.returncode == 0, first.stderr[-2000:]
+    data = copy / "data" / "demo"
+    for name in [
+        "raw/synthetic-3000.json.gz",
+        "products.parquet",
+        "rejects.jsonl",
+        "parse.json",
+        "vocab.parquet",
+        "pairs.parquet",
+        "pairs.json",
+        "train.parquet",
+        "val.parquet",
+        "split.json",
+        "report.md",
+        "figures/learning_curves.png",
+        "figures/precision_recall.png",
+        "figures/roc.png",
+    ]:
+        assert (data / name).is_file(), name
+    for variant in VARIANTS:
+        for name in ["model.pt", "metrics.csv", "pr.csv", "summary.json", "embeddings.parquet"]:
+            assert (data / "runs" / variant / name).is_file(), (variant, name)
+        assert json.loads((data / "runs" / variant / "summary.json").read_text())["epochs"] == 1
+    report = (data / "report.md").read_text()
+    assert all(f"| {variant} |" in report for variant in VARIANTS)
+
+    again = make(copy, "demo", *settings)
+    assert again.returncode == 0
+    assert "python" not in again.stdout and "is up to date" in again.stdout
+
+    (data / "raw" / "synthetic-3000.json.gz").touch()
+    rerun = make(copy, "-n", "data/demo/report.md", *settings)
+    assert "pipeline parse" in rerun.stdout and "recsys_stream report" in rerun.stdout
