@@ -88,3 +88,40 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
     (data / "raw" / "synthetic-3000.json.gz").touch()
     rerun = make(copy, "-n", "data/demo/report.md", *settings)
     assert "pipeline parse" in rerun.stdout and "recsys_stream report" in rerun.stdout
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("curl") is None,
+    reason="make or curl not installed",
+)
+def test_failed_download_says_where_to_put_the_file_and_leaves_nothing(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    # Port 9 (discard) on loopback: refused at once, no traffic leaves the machine.
+    result = make(
+        copy, "data/electronics/raw/meta_Electronics.json.gz", "AMAZON_2014=http://127.0.0.1:9"
+    )
+    assert result.returncode != 0
+    assert "error: could not download http://127.0.0.1:9/meta_Electronics.json.gz" in result.stderr
+    assert "RAW=/path/to/meta_Electronics.json.gz" in result.stderr
+    assert list((copy / "data" / "electronics" / "raw").iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_clean_keeps_raw_files(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    for name in [
+        "demo/raw/synthetic-10.json.gz",
+        "demo/products.parquet",
+        "demo/runs/x/model.pt",
+        "books/raw/meta_Books.json.gz",
+        "books/report.md",
+    ]:
+        (copy / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / "data" / name).write_text("x")
+    assert make(copy, "clean").returncode == 0
+    left = sorted(
+        str(p.relative_to(copy / "data")) for p in (copy / "data").rglob("*") if p.is_file()
+    )
+    assert left == ["books/raw/meta_Books.json.gz", "demo/raw/synthetic-10.json.gz"]
