@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -42,11 +41,9 @@ def file_sha256(path: Path) -> str:
 
 
 def save_torch(obj: dict, path: Path) -> None:
-    """torch.save, atomically."""
+    """torch.save, atomically, streamed to the file (no in-memory copy of the state)."""
     with atomic_output(path) as tmp:
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        tmp.write_bytes(buffer.getvalue())
+        torch.save(obj, tmp)
 
 
 def load_model(run: str | os.PathLike) -> tuple[MF, TrainConfig, dict]:
