@@ -57,7 +57,12 @@ def product(record: dict) -> tuple:
         if type(value) is not list or not value:
             lists[i] = _asins(value, RELATIONS[i])
     categories = get("categories")
-    if type(categories) is not list or not categories or type(categories[0]) is not list:
+    if (
+        type(categories) is not list
+        or not categories
+        or type(categories[0]) is not list
+        or str in map(type, categories)  # Arrow would take a string for a list of characters
+    ):
         categories = _categories(record)
     rank = get("salesRank")
     if type(rank) is dict and len(rank) == 1:

@@ -146,6 +146,8 @@ def test_every_fault_is_quarantined_with_its_reason(tmp_path):
         repr({"title": "no asin"}),
         repr({"asin": "B0000000X1", "related": ["not", "a", "dict"]}),
         repr({"asin": "B0000000X2", "related": {"also_bought": [1, 2]}}),
+        repr({"asin": "B0000000X4", "categories": [["Books"], "Music"]}),  # not a list of chars
+        repr({"asin": "B0000000X5", "related": {"also_viewed": "B000000001"}}),
         GOOD[0].replace("t0", "second copy"),  # duplicate asin: first wins
         repr({"asin": "B0000000X3", "related": {"also_bought": []}, "title": ""}),
         GOOD[3],
@@ -162,14 +164,16 @@ def test_every_fault_is_quarantined_with_its_reason(tmp_path):
         (7, "missing asin"),
         (8, "bad related"),
         (9, "bad also_bought"),
+        (10, "bad categories"),
+        (11, "bad also_viewed"),
     ]
     assert rejects(tmp_path / "out")[3]["text"].startswith("__import__('os')")
-    assert stats["lines"] == 12
-    assert (stats["products"], stats["duplicates"], stats["rejected"]) == (3, 1, 8)
+    assert stats["lines"] == 14
+    assert (stats["products"], stats["duplicates"], stats["rejected"]) == (3, 1, 10)
     rows = by_asin(tmp_path / "out")
     assert rows["B000000000"]["title"] == "t0"  # the first occurrence
     assert rows["B0000000X3"]["also_bought"] is None and rows["B0000000X3"]["title"] is None
-    assert rows["B000000003"]["line"] == 12  # the last line, without a newline
+    assert rows["B000000003"]["line"] == 14  # the last line, without a newline
 
 
 def test_bad_lines_inside_large_blocks_are_isolated(tmp_path, monkeypatch):
