@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recsys_stream import tables
 from recsys_stream.models import MF, MFBias
 
 
@@ -96,7 +97,7 @@ class LazyAdam:
         self.params = [model.embedding.weight]
         if isinstance(model, MFBias):
             self.params += [model.bias.weight, model.global_bias.view(1, 1)]
-        self.moments = [p.new_zeros(p.shape[0], 2, p.shape[1]) for p in self.params]
+        self.moments = [tables.zeros(p.shape[0], 2, p.shape[1]) for p in self.params]
         self.steps = 0
 
     @torch.no_grad()

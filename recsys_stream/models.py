@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_stream import tables
+
 
 class MF(nn.Module):
     """sigmoid(<e_a, e_b>) with one embedding table shared by both sides."""
 
     def __init__(self, num_products: int, dim: int, init_std: float = 0.01):
         super().__init__()
-        self.embedding = nn.Embedding(num_products, dim)
+        self.embedding = nn.Embedding.from_pretrained(tables.zeros(num_products, dim), freeze=False)
         nn.init.normal_(self.embedding.weight, std=init_std)
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -31,8 +33,7 @@ class MFBias(MF):
 
     def __init__(self, num_products: int, dim: int, init_std: float = 0.01):
         super().__init__(num_products, dim, init_std)
-        self.bias = nn.Embedding(num_products, 1)
-        nn.init.zeros_(self.bias.weight)
+        self.bias = nn.Embedding.from_pretrained(tables.zeros(num_products, 1), freeze=False)
         self.global_bias = nn.Parameter(torch.zeros(1))
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,21 @@ def train(
     val = evaluate.Validation.load(data_dir / VAL)
     probe = val.sample(config.eval_sample, config.seed)
     model = build_model(config.model, vocab_size, config.dim, config.init_std, config.seed)
+    steps_per_epoch = math.ceil(train_file.metadata.num_rows / config.batch_size)
+    state = _fit(model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet)
+    summary = _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["peak_rss_mb"] = peak_rss_mb()
+    write_json(out / runs.SUMMARY, summary)
+    return summary
+
+
+def _fit(model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet) -> dict:
+    """Train the remaining epochs, checkpointing each; return the training state.
+
+    The optimizer's moments, two thirds of the training memory, are freed on
+    return, before the final evaluation needs its own memory.
+    """
     optimizer = LazyAdam(model)
     state = {
         "epoch": 0,
@@ -86,8 +101,6 @@ def train(
     }
     if resume and (out / runs.CHECKPOINT).is_file():
         state = _restore(out / runs.CHECKPOINT, config, vocab_hash, model, optimizer)
-
-    steps_per_epoch = math.ceil(train_file.metadata.num_rows / config.batch_size)
     for epoch in range(state["epoch"], config.epochs):
         _train_epoch(model, optimizer, stream, probe, config, epoch, steps_per_epoch, state, quiet)
         state["epoch"] = epoch + 1
@@ -102,12 +115,7 @@ def train(
             out / runs.CHECKPOINT,
         )
         _write_metrics(out / runs.METRICS, state["history"])
-
-    summary = _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir)
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    summary["peak_rss_mb"] = peak_rss_mb()
-    write_json(out / runs.SUMMARY, summary)
-    return summary
+    return state
 
 
 def check_memory(vocab_size: int, config: TrainConfig) -> None:
@@ -213,7 +221,7 @@ def _restore(
     path: Path, config: TrainConfig, vocab_hash: str, model: MF, optimizer: LazyAdam
 ) -> dict:
     """Load a checkpoint into model and optimizer; return the training state it holds."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # no second copy
     if saved["vocab_sha256"] != vocab_hash:
         raise PipelineError(f"{path}: made on another vocabulary; rerun without --resume")
     previous = TrainConfig.from_dict(saved["config"])

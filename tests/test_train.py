@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.errors import PipelineError
 from recsys_stream import stream as stream_module
+from recsys_stream import tables
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import LazyAdam, gradients
 from recsys_stream.models import build_model
@@ -173,6 +174,34 @@ def test_negatives_avoid_the_pair_and_follow_degree_power():
     expected = degree[:3] ** 0.75 / (degree[:3] ** 0.75).sum()
     np.testing.assert_allclose(shares[:3], expected, atol=0.01)
     assert shares[0] == 0
+
+
+def test_large_tables_on_advised_pages_train_and_save_like_plain_ones(monkeypatch, tmp_path):
+    batch = (torch.tensor([0, 1]), torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1.0, 0], [1, 0]]))
+    trained = []
+    for threshold in (1 << 60, 0):  # plain torch.zeros, then anonymous mmap for every table
+        monkeypatch.setattr(tables, "HUGE_PAGES_FROM", threshold)
+        assert tables.zeros(3, 2).abs().sum() == 0
+        model = build_model("mf_bias", 4, 3, 0.1, seed=1)
+        optimizer = LazyAdam(model)
+        for _ in range(3):
+            optimizer.step(gradients(model, *batch, binary=True, l2=1e-3), lr=0.1)
+        torch.save(model.state_dict(), tmp_path / "model.pt")
+        trained.append(torch.load(tmp_path / "model.pt", weights_only=True))
+    for name, plain in trained[0].items():
+        torch.testing.assert_close(trained[1][name], plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("vocab", [2, 7, 5000])
+def test_guide_table_draws_equal_binary_search(vocab):
+    rng = np.random.default_rng(vocab)
+    degree = rng.pareto(1.0, vocab) * (rng.random(vocab) < 0.8)  # some products have no mass
+    degree[0] = 1.0
+    sampler = NegativeSampler(degree, 0.75)
+    u = rng.random((4000, 3))
+    u.flat[:4] = [0.0, np.nextafter(1.0, 0.0), sampler.cdf[-1], sampler.cdf[vocab // 2]]
+    expected = np.minimum(np.searchsorted(sampler.cdf, u, side="right"), vocab - 1)
+    np.testing.assert_array_equal(sampler._inverse_cdf(u), expected)
 
 
 def test_batches_hold_labels_and_continuous_targets(planted):
