@@ -15,6 +15,7 @@ NEGATIVES ?=
 BATCH_SIZE ?=
 DEMO_PRODUCTS ?= 100000
 QUIET ?=
+quiet = $(if $(QUIET),--quiet)
 VARIANTS := mf-binary mf-continuous mf_bias-binary mf_bias-continuous
 
 # The public address of McAuley's 2014 per-category metadata files.
@@ -23,7 +24,7 @@ AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
 flag = $(if $(2),$(1) $(2))
 TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--negatives,$(NEGATIVES)) $(call flag,--batch-size,$(BATCH_SIZE)) \
-	$(call flag,--seed,$(SEED)) $(QUIET)
+	$(call flag,--seed,$(SEED)) $(quiet)
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench clean demo electronics books
@@ -67,16 +68,16 @@ clean:
 # $(1): dataset name, $(2): raw file. Stage outputs and their real inputs.
 define DATASET
 $(DATA)/$(1)/parse.json: $(2)
-	$(PY) -m pipeline parse $$< --out $(DATA)/$(1) $(QUIET)
+	$(PY) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
 $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json
-	$(PY) -m pipeline pairs $(DATA)/$(1) $(QUIET)
+	$(PY) -m pipeline pairs $(DATA)/$(1) $(quiet)
 $(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json
-	$(PY) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(QUIET)
+	$(PY) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(quiet)
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json
 	$(PY) -m recsys_stream train $(DATA)/$(1) --name $$* \
 		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) $(TRAIN_FLAGS)
 $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS),$(DATA)/$(1)/runs/$(v)/summary.json)
-	$(PY) -m recsys_stream report $(DATA)/$(1) $(QUIET)
+	$(PY) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 
 DEMO_RAW := $(DATA)/demo/raw/synthetic-$(DEMO_PRODUCTS).json.gz
@@ -87,7 +88,7 @@ $(eval $(call DATASET,electronics,$(ELECTRONICS_RAW)))
 $(eval $(call DATASET,books,$(BOOKS_RAW)))
 
 $(DEMO_RAW):
-	$(PY) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(QUIET)
+	$(PY) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
 
 # Download into a .part file and rename, so a failed fetch leaves nothing behind.
 $(DATA)/%/raw/meta_Electronics.json.gz $(DATA)/%/raw/meta_Books.json.gz:

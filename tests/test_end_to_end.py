@@ -53,7 +53,7 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
             "data", ".git", "__pycache__", ".pytest_cache", ".hypothesis"
         ),
     )
-    settings = ["DEMO_PRODUCTS=3000", "EPOCHS=1", "QUIET=--quiet", f"PY={sys.executable}"]
+    settings = ["DEMO_PRODUCTS=3000", "EPOCHS=1", "QUIET=1", f"PY={sys.executable}"]
     first = make(copy, "demo", *settings)
     assert first.returncode == 0, first.stderr[-2000:]
     data = copy / "data" / "demo"
