@@ -22,8 +22,12 @@ class TrainConfig:
     dim: int = 32
     negatives: int = 5  # sampled negatives per positive pair
     batch_size: int = 2048  # positive pairs per step; a step sees batch_size * (1 + negatives)
-    lr: float = 0.02  # tuned: 0.01-0.02 best, 0.05 worse (100k synthetic catalog)
-    l2: float = 1e-6  # on the embedding rows a batch touches, per sample
+    # lr and l2 tuned together on the 100k synthetic catalog (AUC all, 5 epochs, MF with
+    # bias binary / continuous): l2 1e-6 gave 0.942 / 0.940, as no l2 at all; 3e-3 with
+    # lr 0.01 gives 0.950 / 0.956 and lifts plain MF from 0.79 / 0.62 to 0.85 / 0.66;
+    # l2 3e-2 collapses the continuous variants to 0.50; lr 0.05 drops plain MF to 0.67 / 0.54.
+    lr: float = 0.01
+    l2: float = 3e-3  # times the mean squared norm of the rows in a batch's samples
     init_std: float = 0.01  # small: N(0, 1) at dim 128 saturates the sigmoid
     schedule: str = "cosine-restarts"  # cosine annealing restarted each epoch, as the reference
     negative_power: float = 0.75  # negatives ~ train degree ** power
