@@ -16,10 +16,12 @@ from recsys_stream import tables
 class MF(nn.Module):
     """sigmoid(<e_a, e_b>) with one embedding table shared by both sides."""
 
-    def __init__(self, num_products: int, dim: int, init_std: float = 0.01):
+    def __init__(self, num_products: int, dim: int, init_std: float | None = 0.01):
+        """``init_std`` None leaves the table zero, for weights about to be loaded."""
         super().__init__()
         self.embedding = nn.Embedding.from_pretrained(tables.zeros(num_products, dim), freeze=False)
-        nn.init.normal_(self.embedding.weight, std=init_std)
+        if init_std is not None:
+            nn.init.normal_(self.embedding.weight, std=init_std)
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (self.embedding(a) * self.embedding(b)).sum(-1)
@@ -31,7 +33,7 @@ class MF(nn.Module):
 class MFBias(MF):
     """sigmoid(<e_a, e_b> + bias_a + bias_b + global bias)."""
 
-    def __init__(self, num_products: int, dim: int, init_std: float = 0.01):
+    def __init__(self, num_products: int, dim: int, init_std: float | None = 0.01):
         super().__init__(num_products, dim, init_std)
         self.bias = nn.Embedding.from_pretrained(tables.zeros(num_products, 1), freeze=False)
         self.global_bias = nn.Parameter(torch.zeros(1))
@@ -44,7 +46,7 @@ class MFBias(MF):
 MODEL_CLASSES = {"mf": MF, "mf_bias": MFBias}
 
 
-def build_model(kind: str, num_products: int, dim: int, init_std: float, seed: int) -> MF:
+def build_model(kind: str, num_products: int, dim: int, init_std: float | None, seed: int) -> MF:
     """A freshly initialised model of ``kind`` ("mf" or "mf_bias"), seeded."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

@@ -56,12 +56,12 @@ def load_model(run: str | os.PathLike) -> tuple[MF, TrainConfig, dict]:
     path = run / MODEL
     if not path.is_file():
         raise PipelineError(f"{path}: not found (it is made by `python -m recsys_stream train`)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     vocab = dataset_of(run) / VOCAB
     if not vocab.is_file() or file_sha256(vocab) != saved["vocab_sha256"]:
         raise PipelineError(f"{path}: trained on another vocabulary than {vocab}; retrain")
     config = TrainConfig.from_dict(saved["config"])
-    model = build_model(config.model, saved["vocab_size"], config.dim, config.init_std, config.seed)
-    model.load_state_dict(saved["state_dict"])
+    model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed)
+    model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
     model.eval()
     return model, config, saved

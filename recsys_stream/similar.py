@@ -27,18 +27,22 @@ SUGGESTIONS = 5
 
 
 class Index:
-    """A trained run's vectors with the vocabulary's asins and titles."""
+    """A trained run's vectors with the vocabulary's asins; titles read on demand.
+
+    vocab.parquet holds its rows in id order, so a row's position is its id.
+    """
 
     def __init__(self, run: str | os.PathLike):
         self.model, self.config, _ = load_model(run)
-        vocab = pq.read_table(dataset_of(Path(run)) / VOCAB, columns=["id", "asin", "title"])
-        self.vocab = vocab.sort_by("id")
-        self.asins = self.vocab.column("asin")
+        self.vocab = pq.ParquetFile(dataset_of(Path(run)) / VOCAB)
+        self.asins = self.vocab.read(columns=["asin"]).column("asin")
 
     def ids(self, asins: list[str]) -> np.ndarray:
         """Vocabulary ids of ``asins``; -1 for unknown ones."""
-        found = pc.index_in(pa.array(asins, pa.string()), value_set=self.asins)
-        return found.fill_null(-1).to_numpy().astype(np.int64)
+        queries = pa.array(asins, pa.string())
+        hits = np.flatnonzero(pc.is_in(self.asins, value_set=queries).to_numpy(False))
+        found = pc.index_in(queries, value_set=self.asins.take(pa.array(hits)))
+        return np.append(hits, -1)[found.fill_null(-1).to_numpy()]
 
     def suggestions(self, asin: str) -> list[str]:
         """Vocabulary asins sharing the longest prefix (of 4+ characters) with ``asin``."""
@@ -48,6 +52,21 @@ class Index:
                 return matches.slice(0, SUGGESTIONS).to_pylist()
         return []
 
+    def titles(self, ids: np.ndarray) -> list[str | None]:
+        """Titles of ``ids``, reading only the vocabulary row groups that hold them."""
+        ends = np.cumsum(
+            [self.vocab.metadata.row_group(g).num_rows for g in range(self.vocab.num_row_groups)]
+        )
+        groups = np.searchsorted(ends, ids, side="right")
+        titles = np.empty(len(ids), dtype=object)
+        for group in np.unique(groups):
+            here = groups == group
+            column = self.vocab.read_row_group(int(group), columns=["title"]).column("title")
+            titles[here] = column.take(
+                pa.array(ids[here] - (ends[group] - column.length()))
+            ).to_pylist()
+        return titles.tolist()
+
     @torch.no_grad()
     def nearest(self, ids: np.ndarray, k: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best products for each query id, best first, never the query."""
@@ -55,7 +74,7 @@ class Index:
         table = torch.nn.functional.normalize(weight, dim=1) if cosine else weight
         k = min(k, len(weight) - 1)
         batch = max(1, SCORES_PER_BATCH // len(weight))
-        best_ids, best_scores = [], []
+        best_ids, best_scores = [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
         for start in range(0, len(ids), batch):
             query = torch.from_numpy(ids[start : start + batch])
             scores = table[query] @ table.T
@@ -70,9 +89,6 @@ class Index:
             best_scores.append(top.values.numpy())
         return np.concatenate(best_ids), np.concatenate(best_scores)
 
-    def title(self, ids: np.ndarray) -> list[str | None]:
-        return self.vocab.column("title").take(pa.array(ids)).to_pylist()
-
 
 def similar(
     run: str | os.PathLike, asins: list[str], k: int = 10, cosine: bool = False
@@ -82,8 +98,10 @@ def similar(
         raise PipelineError("-k must be at least 1")
     index = Index(run)
     ids = index.ids(asins)
-    known = ids >= 0
-    neighbours, scores = index.nearest(ids[known], k, cosine) if known.any() else ([], [])
+    queries = ids[ids >= 0]
+    neighbours, scores = index.nearest(queries, k, cosine)
+    titles = index.titles(np.concatenate([queries, neighbours.ravel()]))
+    query_titles, neighbour_titles = titles[: len(queries)], titles[len(queries) :]
     answers, row = [], 0
     for asin, product in zip(asins, ids):
         if product < 0:
@@ -91,14 +109,18 @@ def similar(
                 {"query": asin, "error": "unknown ASIN", "suggestions": index.suggestions(asin)}
             )
             continue
-        titles = index.title(neighbours[row])
+        width = neighbours.shape[1]
         answers.append(
             {
                 "query": asin,
-                "title": index.title(np.array([product]))[0],
+                "title": query_titles[row],
                 "similar": [
                     {"asin": index.asins[int(i)].as_py(), "title": t, "score": round(float(s), 6)}
-                    for i, t, s in zip(neighbours[row], titles, scores[row])
+                    for i, t, s in zip(
+                        neighbours[row],
+                        neighbour_titles[row * width : (row + 1) * width],
+                        scores[row],
+                    )
                 ],
             }
         )

@@ -60,7 +60,9 @@ def write_planted(
             "title": [f"product {i} of cluster {cluster[i]}" for i in range(products)],
         }
     )
-    pq.write_table(vocab.cast(stamped(VOCAB_SCHEMA, "pairs")), out / "vocab.parquet")
+    pq.write_table(
+        vocab.cast(stamped(VOCAB_SCHEMA, "pairs")), out / "vocab.parquet", row_group_size=row_group
+    )
     train = pa.table(
         {
             "src": train_src,
