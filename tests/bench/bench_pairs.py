@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from common import ROOT, run_stage
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.contracts import PRODUCTS, PRODUCTS_SCHEMA, stamped  # noqa: E402
+from pipeline.contracts import PRODUCTS, PRODUCTS_SCHEMA, stamped
 
 EXPONENT = 0.8  # listed asin probability ~ rank^-EXPONENT: a few hubs, a long tail
 OUTSIDE = 0.3  # universe size beyond the catalog, as a share of it
@@ -95,27 +94,6 @@ def synth_products(out: Path, n: int, seed: int) -> None:
         parse.parse(raw, out, quiet=True)
 
 
-def run_pairs(data_dir: Path) -> dict:
-    """build_pairs(data_dir) in a fresh interpreter; its stats."""
-    code = (
-        "import json, sys; from pipeline.pairs import build_pairs; "
-        "print(json.dumps(build_pairs(sys.argv[1], quiet=True)))"
-    )
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        sys.exit(f"pairs failed:\n{done.stderr}")
-    stats = json.loads(done.stdout.splitlines()[-1])
-    stats["wall_seconds"] = round(time.perf_counter() - started, 2)
-    return stats
-
-
 def main() -> None:
     has_synth = importlib.util.find_spec("pipeline.synth") is not None
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -138,7 +116,7 @@ def main() -> None:
             else:
                 numpy_products(data_dir / PRODUCTS, args.products, args.seed, args.scale)
         build_seconds = time.perf_counter() - started
-        stats = run_pairs(data_dir)
+        stats = run_stage("pipeline.pairs", "build_pairs", data_dir)
     print(
         json.dumps(
             {

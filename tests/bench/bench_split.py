@@ -25,11 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from common import ROOT, run_stage
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.contracts import PAIRS, PAIRS_SCHEMA, VOCAB, VOCAB_SCHEMA, stamped  # noqa: E402
+from pipeline.contracts import PAIRS, PAIRS_SCHEMA, VOCAB, VOCAB_SCHEMA, stamped
 
 EXPONENT = 0.8  # endpoint probability ~ rank^-EXPONENT: a few hubs, a long tail
 
@@ -80,27 +80,6 @@ def build_inputs(data_dir: Path, n_pairs: int, n_products: int, seed: int) -> fl
     return time.perf_counter() - started
 
 
-def run_split(data_dir: Path) -> dict:
-    """split(data_dir) in a fresh interpreter; its stats."""
-    code = (
-        "import json, sys; from pipeline.split import split; "
-        "print(json.dumps(split(sys.argv[1], quiet=True)))"
-    )
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        sys.exit(f"split failed:\n{done.stderr}")
-    stats = json.loads(done.stdout.splitlines()[-1])
-    stats["wall_seconds"] = round(time.perf_counter() - started, 2)
-    return stats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, required=True)
@@ -116,7 +95,7 @@ def main() -> None:
         data_dir = Path(args.keep or scratch)
         data_dir.mkdir(parents=True, exist_ok=True)
         build_seconds = build_inputs(data_dir, args.pairs, args.products, args.seed)
-        stats = run_split(data_dir)
+        stats = run_stage("pipeline.split", "split", data_dir)
     print(
         json.dumps(
             {
