@@ -78,7 +78,6 @@ def parse(
         "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
         "workers": max(1, workers),
         "peak_rss_mb": peak_rss_mb(),
-        "worker_peak_rss_mb": peak_rss_mb(children=True) if workers > 1 else None,
     }
     write_json(out / PARSE_STATS, stats)
     return stats
@@ -102,6 +101,7 @@ def _write(
 ) -> dict:
     """Stream ``raw`` into the two output files; return the counts."""
     tally = {"lines": 0, "products": 0, "duplicates": 0, "rejected": 0, "bytes": 0}
+    tally["worker_peak_rss_mb"] = 0.0 if workers > 1 else None
     by_reason: collections.Counter[str] = collections.Counter()
     seen: set[str] = set()
     pending: list[pa.RecordBatch] = []
@@ -115,7 +115,7 @@ def _write(
         progress(raw.stat().st_size, "B", f"parse {raw.name}", quiet) as bar,
     ):
         blocks = _blocks(stream, raw, tally)
-        for batch, rejects in _parsed(blocks, fmt == "py", workers):
+        for batch, rejects in _parsed(blocks, fmt == "py", workers, tally):
             batch = _first_occurrences(batch, seen, tally)
             tally["products"] += batch.num_rows
             pending.append(batch)
@@ -171,9 +171,10 @@ def _blocks(stream, raw: Path, tally: dict) -> Iterator[tuple[bytes, int]]:
 
 
 def _parsed(
-    blocks, python_literal: bool, workers: int
+    blocks, python_literal: bool, workers: int, tally: dict
 ) -> Iterator[tuple[pa.RecordBatch, list[Reject]]]:
-    """parse_block over ``blocks`` in order, in-process or in a bounded process pool."""
+    """parse_block over ``blocks`` in order, in-process or in a bounded process pool
+    (whose largest peak RSS goes to ``tally``)."""
     if workers == 1:
         for block, first_line in blocks:
             yield parse_block(block, first_line, python_literal)
@@ -182,8 +183,19 @@ def _parsed(
     with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable) as pool:
         window: collections.deque = collections.deque()
         for block, first_line in blocks:
-            window.append(pool.submit(parse_block, block, first_line, python_literal))
+            window.append(pool.submit(_parse_in_worker, block, first_line, python_literal))
             if len(window) > 2 * workers:  # bounded read-ahead: memory stays flat
-                yield window.popleft().result()
+                yield _result(window.popleft(), tally)
         while window:
-            yield window.popleft().result()
+            yield _result(window.popleft(), tally)
+
+
+def _parse_in_worker(block: bytes, first_line: int, python_literal: bool) -> tuple:
+    """parse_block's result and the worker's peak RSS so far."""
+    return *parse_block(block, first_line, python_literal), peak_rss_mb()
+
+
+def _result(future, tally: dict) -> tuple[pa.RecordBatch, list[Reject]]:
+    batch, rejects, worker_peak = future.result()
+    tally["worker_peak_rss_mb"] = max(tally["worker_peak_rss_mb"], worker_peak)
+    return batch, rejects

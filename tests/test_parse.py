@@ -201,6 +201,7 @@ def test_worker_processes_give_the_same_output(tmp_path, monkeypatch):
     assert rejects(tmp_path / "one") == rejects(tmp_path / "two")
     for key in ("lines", "products", "duplicates", "rejected"):
         assert one[key] == two[key]
+    assert one["worker_peak_rss_mb"] is None and 20 < two["worker_peak_rss_mb"] < 1000
     # The broken line 11 held asin 10; its repeat on line 711 is the first valid one.
     assert (one["products"], one["duplicates"], one["rejected"]) == (700, 299, 1)
     assert by_asin(tmp_path / "two")["A000000010"]["line"] == 711
