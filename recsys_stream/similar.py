@@ -69,24 +69,31 @@ class Index:
 
     @torch.no_grad()
     def nearest(self, ids: np.ndarray, k: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of the k best products for each query id, best first, never the query."""
+        """(ids, scores) of the k best products for each query id, best first, never the query.
+
+        Ranks by logit, which orders as the probability does; a query's own bias and the
+        global bias shift its whole row, so only the candidates' biases enter the ranking
+        and the sigmoid is taken of the k winners alone.
+        """
         weight = self.model.embedding.weight
         table = torch.nn.functional.normalize(weight, dim=1) if cosine else weight
+        with_bias = isinstance(self.model, MFBias) and not cosine
+        bias = self.model.bias.weight[:, 0] if with_bias else None
         k = min(k, len(weight) - 1)
         batch = max(1, SCORES_PER_BATCH // len(weight))
         best_ids, best_scores = [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
         for start in range(0, len(ids), batch):
             query = torch.from_numpy(ids[start : start + batch])
             scores = table[query] @ table.T
-            if isinstance(self.model, MFBias) and not cosine:
-                bias = self.model.bias.weight[:, 0]
-                scores += bias[None, :] + bias[query][:, None] + self.model.global_bias
-            if not cosine:
-                scores = torch.sigmoid(scores)  # the model's probability that they pair
+            if with_bias:
+                scores += bias
             scores[torch.arange(len(query)), query] = -torch.inf
             top = torch.topk(scores, k, dim=1)
+            values = top.values
+            if with_bias:
+                values = values + bias[query][:, None] + self.model.global_bias
             best_ids.append(top.indices.numpy())
-            best_scores.append(top.values.numpy())
+            best_scores.append((values if cosine else torch.sigmoid(values)).numpy())
         return np.concatenate(best_ids), np.concatenate(best_scores)
 
 

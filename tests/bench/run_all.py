@@ -30,6 +30,7 @@ RUNS = [
     ("train", ["bench_train.py", "--products", "500000", "--dims", "32", "--epochs", "5", "--als"]),
     ("train", ["bench_train.py", "--products", "500000", "--dims", "128", "--epochs", "1"]),
     ("train", ["bench_train.py", "--products", "2000000", "--dims", "32,128", "--epochs", "1"]),
+    ("similar", ["bench_similar.py", "--products", "2000000"]),
 ]
 
 
@@ -73,7 +74,7 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 def render(results: list[dict]) -> str:
     of = {
         kind: [r for r in results if r["bench"] == kind]
-        for kind in ("parse", "pairs", "split", "train", "als")
+        for kind in ("parse", "pairs", "split", "train", "als", "similar")
     }
     out = [f"Measured by `make bench` on {datetime.date.today()}: {machine()}.", ""]
     out += [
@@ -182,6 +183,33 @@ def render(results: list[dict]) -> str:
             [
                 [f"{r['products']:,}", r["dim"], r["auc_all"], r["auc_seen"], r["fit_seconds"]]
                 for r in of["als"]
+            ],
+        )
+    if of["similar"]:
+        out += [
+            "",
+            "**similar** (mf_bias-binary, dim 32; k = 10; exact top-k over the whole vocabulary):",
+            "",
+        ]
+        out += table(
+            [
+                "vocabulary",
+                "command, one ASIN (s)",
+                "load run (s)",
+                "one lookup (s)",
+                "similar(), load included (s)",
+                "1,000 ASINs (s)",
+            ],
+            [
+                [
+                    f"{r['vocab']:,}",
+                    r["cli_seconds"],
+                    r["load_seconds"],
+                    r["one_lookup_seconds"],
+                    r["similar_call_seconds"],
+                    r["batch_1000_seconds"],
+                ]
+                for r in of["similar"]
             ],
         )
     return "\n".join(out)
