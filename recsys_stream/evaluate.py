@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from recsys_stream.models import MF
 
-SCORE_CHUNK = 1 << 20
+SCORE_BYTES = 64 << 20  # a scoring chunk's temporaries: two gathered embeddings and a product
 THRESHOLDS = np.round(np.linspace(0, 1, 101), 2)
 ROC_POINTS = 500
 
@@ -46,11 +46,12 @@ class Validation:
 
 @torch.no_grad()
 def scores(model: MF, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The model's probabilities for the pairs, in chunks of bounded size."""
+    """The model's probabilities for the pairs, in chunks of bounded memory."""
     out = np.empty(len(src), dtype=np.float32)
-    for start in range(0, len(src), SCORE_CHUNK):
-        a = torch.from_numpy(src[start : start + SCORE_CHUNK].astype(np.int64))
-        b = torch.from_numpy(dst[start : start + SCORE_CHUNK].astype(np.int64))
+    chunk = max(1, SCORE_BYTES // (3 * 4 * model.embedding.embedding_dim))
+    for start in range(0, len(src), chunk):
+        a = torch.from_numpy(src[start : start + chunk].astype(np.int64))
+        b = torch.from_numpy(dst[start : start + chunk].astype(np.int64))
         out[start : start + len(a)] = model(a, b).numpy()
     return out
 

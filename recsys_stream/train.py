@@ -288,9 +288,7 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def write_embeddings(
-    model: MF, vocab_path: Path, path: Path, rows_per_group: int = 262_144
-) -> None:
+def write_embeddings(model: MF, vocab_path: Path, path: Path, rows_per_group: int = 65_536) -> None:
     """embeddings.parquet: id, asin, vector (and bias for MFBias), a row group at a time."""
     weight = model.embedding.weight.detach().numpy()
     bias = model.bias.weight.detach().numpy()[:, 0] if isinstance(model, MFBias) else None

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DIGITAL_MUSIC_2014
 
 from pipeline.pairs import build_pairs
 from pipeline.parse import parse
@@ -88,6 +89,23 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
     (data / "raw" / "synthetic-3000.json.gz").touch()
     rerun = make(copy, "-n", "data/demo/report.md", *settings)
     assert "pipeline parse" in rerun.stdout and "recsys_stream report" in rerun.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_electronics_on_a_local_real_2014_file(tmp_path, shared_sample):
+    raw = shared_sample(DIGITAL_MUSIC_2014)  # real 2014 records, Python literals
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    settings = [f"RAW={raw}", "EPOCHS=1", "QUIET=1"]
+    done = make(copy, "electronics", *settings)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fetching" not in done.stdout + done.stderr  # RAW= is used, nothing is downloaded
+    data = copy / "data" / "electronics"
+    parsed = json.loads((data / "parse.json").read_text())
+    assert (parsed["format"], parsed["lines"], parsed["products"]) == ("py", 7419, 7419)
+    report = (data / "report.md").read_text()
+    assert all(f"| {variant} |" in report for variant in VARIANTS)
+    assert "is up to date" in make(copy, "electronics", *settings).stdout
 
 
 @pytest.mark.skipif(
