@@ -48,6 +48,7 @@ PRODUCTS_SCHEMA = pa.schema(
     ]
 )
 
+# Rows in id order, ids 0..V-1 by descending degree: a row's position is its id.
 VOCAB_SCHEMA = pa.schema(
     [
         ("id", pa.int32()),

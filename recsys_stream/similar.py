@@ -40,7 +40,9 @@ class Index:
     def ids(self, asins: list[str]) -> np.ndarray:
         """Vocabulary ids of ``asins``; -1 for unknown ones."""
         queries = pa.array(asins, pa.string())
-        hits = np.flatnonzero(pc.is_in(self.asins, value_set=queries).to_numpy(False))
+        hits = np.flatnonzero(
+            pc.is_in(self.asins, value_set=queries).to_numpy(zero_copy_only=False)
+        )
         found = pc.index_in(queries, value_set=self.asins.take(pa.array(hits)))
         return np.append(hits, -1)[found.fill_null(-1).to_numpy()]
 
