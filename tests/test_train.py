@@ -216,7 +216,7 @@ def test_batches_hold_labels_and_continuous_targets(planted):
     assert batch.others.shape == (100, 3) and len(batch) == 300
     assert (batch.target[:, 1:] == 0).all()
     for a, b, t in zip(batch.anchor.tolist(), batch.others[:, 0].tolist(), batch.target[:, 0]):
-        assert t.item() == pytest.approx(0.75 + 0.25 * weight[(min(a, b), max(a, b))] / 2.2)
+        assert t.item() == pytest.approx(0.9 + 0.1 * weight[(min(a, b), max(a, b))] / 2.2)
     binary = next(iter(stream_over(planted)))
     assert (binary.target[:, 0] == 1).all()
 
