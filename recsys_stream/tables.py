@@ -10,6 +10,7 @@ without the advice, get plain ``torch.zeros``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 
@@ -24,5 +25,6 @@ def zeros(*shape: int) -> torch.Tensor:
     if size < HUGE_PAGES_FROM or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.zeros(*shape)
     memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    memory.madvise(mmap.MADV_HUGEPAGE)
+    with contextlib.suppress(OSError):  # a kernel without transparent huge pages: 4 KiB pages
+        memory.madvise(mmap.MADV_HUGEPAGE)
     return torch.frombuffer(memory, dtype=torch.float32).view(*shape)  # anonymous memory is zero
