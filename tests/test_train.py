@@ -142,6 +142,9 @@ def positives_of(batches) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.filterwarnings(
+    "ignore:This DataLoader will create"
+)  # 3 workers on 2 cores, on purpose
 def test_stream_sees_every_pair_once_per_epoch(planted, workers):
     table = pq.read_table(planted / "train.parquet")
     expected = sorted(zip(table.column("src").to_pylist(), table.column("dst").to_pylist()))
