@@ -142,9 +142,8 @@ def positives_of(batches) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.filterwarnings(
-    "ignore:This DataLoader will create"
-)  # 3 workers on 2 cores, on purpose
+# 3 workers on 2 cores is on purpose: DataLoader's warning about it is expected.
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_stream_sees_every_pair_once_per_epoch(planted, workers):
     table = pq.read_table(planted / "train.parquet")
     expected = sorted(zip(table.column("src").to_pylist(), table.column("dst").to_pylist()))
