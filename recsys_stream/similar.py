@@ -56,17 +56,16 @@ class Index:
 
     def titles(self, ids: np.ndarray) -> list[str | None]:
         """Titles of ``ids``, reading only the vocabulary row groups that hold them."""
-        ends = np.cumsum(
-            [self.vocab.metadata.row_group(g).num_rows for g in range(self.vocab.num_row_groups)]
-        )
-        groups = np.searchsorted(ends, ids, side="right")
+        sizes = [
+            self.vocab.metadata.row_group(g).num_rows for g in range(self.vocab.num_row_groups)
+        ]
+        starts = np.cumsum([0, *sizes])
+        groups = np.searchsorted(starts, ids, side="right") - 1
         titles = np.empty(len(ids), dtype=object)
         for group in np.unique(groups):
             here = groups == group
             column = self.vocab.read_row_group(int(group), columns=["title"]).column("title")
-            titles[here] = column.take(
-                pa.array(ids[here] - (ends[group] - column.length()))
-            ).to_pylist()
+            titles[here] = column.take(pa.array(ids[here] - starts[group])).to_pylist()
         return titles.tolist()
 
     @torch.no_grad()
@@ -109,32 +108,35 @@ def similar(
     ids = index.ids(asins)
     queries = ids[ids >= 0]
     neighbours, scores = index.nearest(queries, k, cosine)
-    titles = index.titles(np.concatenate([queries, neighbours.ravel()]))
-    query_titles, neighbour_titles = titles[: len(queries)], titles[len(queries) :]
-    answers, row = [], 0
+    query_titles = iter(index.titles(queries))
+    found = zip(  # per known query: its neighbours' asins, titles and scores
+        _rows(index.asins.take(pa.array(neighbours.ravel())).to_pylist(), neighbours.shape[1]),
+        _rows(index.titles(neighbours.ravel()), neighbours.shape[1]),
+        scores.tolist(),
+    )
+    answers = []
     for asin, product in zip(asins, ids):
         if product < 0:
             answers.append(
                 {"query": asin, "error": "unknown ASIN", "suggestions": index.suggestions(asin)}
             )
             continue
-        width = neighbours.shape[1]
+        similar_asins, titles, row_scores = next(found)
         answers.append(
             {
                 "query": asin,
-                "title": query_titles[row],
+                "title": next(query_titles),
                 "similar": [
-                    {"asin": index.asins[int(i)].as_py(), "title": t, "score": round(float(s), 6)}
-                    for i, t, s in zip(
-                        neighbours[row],
-                        neighbour_titles[row * width : (row + 1) * width],
-                        scores[row],
-                    )
+                    {"asin": a, "title": t, "score": round(s, 6)}
+                    for a, t, s in zip(similar_asins, titles, row_scores)
                 ],
             }
         )
-        row += 1
     return answers
+
+
+def _rows(values: list, width: int) -> list[list]:
+    return [values[start : start + width] for start in range(0, len(values), width)]
 
 
 def similar_cli(
