@@ -3,7 +3,24 @@
 # file reruns what follows it. Each stage's JSON stats file is written last, so
 # it is the target that says the stage finished.
 
+# The environment every Python command runs in: an activated virtual or conda
+# environment when there is one, else the project's own .venv, made by $(PY)
+# on first use. A system interpreter is never installed into (PEP 668).
 PY ?= python3
+ifneq ($(VIRTUAL_ENV),)
+VENV ?= $(VIRTUAL_ENV)
+else ifneq ($(CONDA_PREFIX),)
+VENV ?= $(CONDA_PREFIX)
+else
+VENV ?= .venv
+endif
+PYTHON := $(VENV)/bin/python
+# Exact versions CI passes with; `make constraints` refreshes it from the environment.
+CONSTRAINTS := .ci/constraints.txt
+# Written last by each install, so a half-made environment is never taken for a working one.
+INSTALLED := $(VENV)/.recsys-stream-installed
+BENCH_INSTALLED := $(VENV)/.recsys-stream-bench-installed
+PIP := $(PYTHON) -m pip install --quiet --constraint $(CONSTRAINTS)
 DATA ?= data
 # Training and split parameters: unset means the code's own default
 # (recsys_stream/config.py, pipeline/split.py), so each default lives in one place.
@@ -27,7 +44,8 @@ TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--seed,$(SEED)) $(quiet)
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 
-.PHONY: help install deps test lint format bench clean demo electronics books
+.PHONY: help install deps test lint format bench constraints clean distclean \
+	demo electronics books
 .DELETE_ON_ERROR:
 
 help:
@@ -36,48 +54,80 @@ help:
 	@echo "make books        meta_Books.json.gz (downloaded, or RAW=path)"
 	@echo "make test         lint and the test suite"
 	@echo "make bench        benchmarks; rewrites the README's Performance section"
-	@echo "make install      dependencies (CPU torch 2.13.0) and dev tools"
+	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools"
+	@echo "make constraints  pin $(CONSTRAINTS) to what $(VENV) holds now"
 	@echo "make clean        derived files under $(DATA)/ (never raw/)"
+	@echo "make distclean    clean, and remove .venv"
 
-install:
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+# The project's own environment, made under its final name but only taken for
+# finished once .made is written, so an interrupted or failed creation is redone.
+.venv/.made:
+	@$(PY) -c "import venv, ensurepip" 2>/dev/null || { echo "error: $(PY) cannot make a \
+	virtual environment: install python3-venv (Debian, Ubuntu: apt install python3-venv), \
+	or activate an environment of your own" >&2; exit 2; }
+	@echo "making the project environment .venv with $(PY)"
+	@rm -rf .venv
+	@$(PY) -m venv .venv || { rm -rf .venv; echo "error: $(PY) -m venv .venv failed" >&2; exit 2; }
+	@touch $@
 
-deps:  # install only when something is missing
-	@$(PY) -c "import torch, polars, pyarrow, ijson, sklearn, matplotlib, tqdm" 2>/dev/null \
-		|| $(MAKE) --no-print-directory install
+ifeq ($(VENV),.venv)
+ENVIRONMENT := .venv/.made
+else
+ENVIRONMENT := $(PYTHON)
+$(PYTHON):
+	@echo "error: $(VENV) has no bin/python; activate a working environment or unset VENV" >&2
+	@exit 2
+endif
 
-lint:
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+# torch first and pinned, so nothing else pulls a CUDA build.
+$(INSTALLED): $(ENVIRONMENT) pyproject.toml $(CONSTRAINTS)
+	@$(if $(filter .venv,$(VENV)),,echo "using the environment $(VENV)")
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	@touch $@
 
-format:
-	$(PY) -m ruff format .
-	$(PY) -m ruff check --fix .
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(PIP) -e '.[bench]'
+	@touch $@
+
+install deps: $(INSTALLED)
+
+lint: $(INSTALLED)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: $(INSTALLED)
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
 
 test: lint
-	$(PY) -m pytest -n 2 tests
+	$(PYTHON) -m pytest -n 2 tests
 
-bench: deps
-	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) tests/bench/run_all.py
+bench: $(BENCH_INSTALLED)
+	$(PYTHON) tests/bench/run_all.py
+
+constraints: $(BENCH_INSTALLED)
+	$(PYTHON) -m pip freeze --exclude-editable > $(CONSTRAINTS)
 
 clean:
 	find $(DATA) -mindepth 2 -maxdepth 2 ! -name raw -exec rm -rf {} + 2>/dev/null || true
 
+distclean: clean
+	rm -rf .venv
+
 # $(1): dataset name, $(2): raw file. Stage outputs and their real inputs.
 define DATASET
 $(DATA)/$(1)/parse.json: $(2)
-	$(PY) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
+	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
 $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json
-	$(PY) -m pipeline pairs $(DATA)/$(1) $(quiet)
+	$(PYTHON) -m pipeline pairs $(DATA)/$(1) $(quiet)
 $(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json
-	$(PY) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(quiet)
+	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(quiet)
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json
-	$(PY) -m recsys_stream train $(DATA)/$(1) --name $$* \
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* \
 		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) $(TRAIN_FLAGS)
 $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS),$(DATA)/$(1)/runs/$(v)/summary.json)
-	$(PY) -m recsys_stream report $(DATA)/$(1) $(quiet)
+	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 
 DEMO_RAW := $(DATA)/demo/raw/synthetic-$(DEMO_PRODUCTS).json.gz
@@ -88,7 +138,7 @@ $(eval $(call DATASET,electronics,$(ELECTRONICS_RAW)))
 $(eval $(call DATASET,books,$(BOOKS_RAW)))
 
 $(DEMO_RAW):
-	$(PY) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
+	$(PYTHON) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
 
 # Download into a .part file and rename, so a failed fetch leaves nothing behind.
 $(DATA)/%/raw/meta_Electronics.json.gz $(DATA)/%/raw/meta_Books.json.gz:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import DIGITAL_MUSIC_2014
+from repo import fresh_copy, make
 
 from pipeline.pairs import build_pairs
 from pipeline.parse import parse
@@ -19,7 +16,6 @@ from pipeline.synth import generate
 from recsys_stream.config import TrainConfig
 from recsys_stream.train import train
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["mf-binary", "mf-continuous", "mf_bias-binary", "mf_bias-continuous"]
 
 
@@ -37,24 +33,10 @@ def test_parse_pairs_split_train(tmp_path):
     assert summary["auc_all"] > summary["popularity_auc"] + 0.1
 
 
-def make(copy: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PY": sys.executable}
-    return subprocess.run(
-        ["make", "--no-print-directory", *args], cwd=copy, env=env, capture_output=True, text=True
-    )
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_demo_on_a_fresh_copy(tmp_path):
-    copy = tmp_path / "repo"
-    shutil.copytree(
-        REPO,
-        copy,
-        ignore=shutil.ignore_patterns(
-            "data", ".git", "__pycache__", ".pytest_cache", ".hypothesis"
-        ),
-    )
-    settings = ["DEMO_PRODUCTS=3000", "EPOCHS=1", "QUIET=1", f"PY={sys.executable}"]
+    copy = fresh_copy(tmp_path)
+    settings = ["DEMO_PRODUCTS=3000", "EPOCHS=1", "QUIET=1"]
     first = make(copy, "demo", *settings)
     assert first.returncode == 0, first.stderr[-2000:]
     data = copy / "data" / "demo"
@@ -94,8 +76,7 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_electronics_on_a_local_real_2014_file(tmp_path, shared_sample):
     raw = shared_sample(DIGITAL_MUSIC_2014)  # real 2014 records, Python literals
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    copy = fresh_copy(tmp_path)
     settings = [f"RAW={raw}", "EPOCHS=1", "QUIET=1"]
     done = make(copy, "electronics", *settings)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -113,8 +94,7 @@ def test_make_electronics_on_a_local_real_2014_file(tmp_path, shared_sample):
     reason="make or curl not installed",
 )
 def test_failed_download_says_where_to_put_the_file_and_leaves_nothing(tmp_path):
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    copy = fresh_copy(tmp_path)
     # Port 9 (discard) on loopback: refused at once, no traffic leaves the machine.
     result = make(
         copy, "data/electronics/raw/meta_Electronics.json.gz", "AMAZON_2014=http://127.0.0.1:9"
@@ -127,8 +107,7 @@ def test_failed_download_says_where_to_put_the_file_and_leaves_nothing(tmp_path)
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_clean_keeps_raw_files(tmp_path):
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("data", ".git", "__pycache__"))
+    copy = fresh_copy(tmp_path)
     for name in [
         "demo/raw/synthetic-10.json.gz",
         "demo/products.parquet",
