@@ -52,7 +52,9 @@ def _pairs(a: argparse.Namespace) -> None:
 
 
 def _split(a: argparse.Namespace) -> None:
-    stats = split.split(a.dir, val_prop=a.val_prop, seed=a.seed, quiet=a.quiet)
+    stats = split.split(
+        a.dir, val_prop=a.val_prop, seed=a.seed, negatives=a.negatives, quiet=a.quiet
+    )
     cli.summary("split", stats, ["train", "val_positives", "val_negatives", "seconds"])
 
 
@@ -96,8 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("split", parents=[quiet], help="pairs to train/val with negatives")
     p.add_argument("dir", help="dataset directory holding pairs.parquet and vocab.parquet")
-    p.add_argument("--val-prop", type=float, default=split.DEFAULT_VAL_PROP)
-    p.add_argument("--seed", type=int, default=split.DEFAULT_SEED)
+    p.add_argument(
+        "--val-prop",
+        type=float,
+        default=split.DEFAULT_VAL_PROP,
+        help="share of the pairs held out for validation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--negatives",
+        choices=split.NEGATIVE_PROTOCOLS,
+        default=split.DEFAULT_NEGATIVES,
+        help="val negatives from the distinct val products, each equally likely (the "
+        "reference's), or from their occurrences, matching the positives' popularity "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="(default: %(default)s)")
     p.set_defaults(main=_split)
     return parser
 

@@ -80,9 +80,9 @@ VAL_SCHEMA = pa.schema(
 )
 
 
-def stamped(schema: pa.Schema, stage: str) -> pa.Schema:
-    """``schema`` with the format version and producing stage in its metadata."""
-    return schema.with_metadata({"format_version": FORMAT_VERSION, "stage": stage})
+def stamped(schema: pa.Schema, stage: str, **facts: str) -> pa.Schema:
+    """``schema`` with the format version, producing stage and ``facts`` in its metadata."""
+    return schema.with_metadata({"format_version": FORMAT_VERSION, "stage": stage, **facts})
 
 
 def require(path: str | Path, schema: pa.Schema, made_by: str) -> pq.ParquetFile:

@@ -5,9 +5,22 @@ order, so a sequential read is already shuffled, in row groups of
 ROW_GROUP_ROWS that the trainer shards between DataLoader workers),
 ``val.parquet`` (VAL_SCHEMA: the val positives and as many negatives, sorted
 by (src, dst); ``label`` 1/0, ``weight`` 0 for negatives, ``seen`` when both
-products occur in train) and ``split.json`` (counts, seen shares, the
-negative candidates examined and rejected by reason, the shuffles of negative
-sampling as ``rounds``, options, seconds and peak RSS).
+products occur in train; the negative protocol in its metadata) and
+``split.json`` (counts, seen shares, the negative candidates examined and
+rejected by reason, the shuffles of negative sampling as ``rounds``, options,
+seconds and peak RSS).
+
+Two protocols for the val negatives (``negatives``), both by the reference's
+shuffle-slice trick and both excluding every true pair:
+
+- ``products`` (the reference's, the default): the deck is the set of distinct
+  val products, each equally likely. A popular product is as rare among
+  negatives as an obscure one, so popularity alone tells many negatives from
+  positives: AUCs comparable with the article's and with tools that follow it.
+- ``occurrences``: the deck is both ends of every val positive, so a product is
+  drawn as often as it occurs in val and negatives share the positives'
+  popularity: popularity alone scores about 0.5, and only what a model knows
+  beyond popularity counts.
 
 The val share is ``floor(pairs * val_prop + 0.5)`` pairs (nearest integer,
 halves up). Same input and seed give byte-identical Parquet files; the order
@@ -49,8 +62,12 @@ from pipeline.progress import progress
 
 DEFAULT_VAL_PROP = 0.33
 DEFAULT_SEED = 42
+NEGATIVE_PROTOCOLS = ("products", "occurrences")
+DEFAULT_NEGATIVES = "products"
 ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
-MAX_ROUNDS = 100  # shuffles of the val products before negative sampling gives up
+# Negative sampling gives up after MAX_ROUNDS times the shuffles it would need
+# if no candidate were rejected.
+MAX_ROUNDS = 100
 MIN_CHUNK = 65_536  # candidates checked at once when topping up
 REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
 MADE_BY = "python -m pipeline pairs"
@@ -60,12 +77,15 @@ def split(
     data_dir: str | os.PathLike,
     val_prop: float = DEFAULT_VAL_PROP,
     seed: int = DEFAULT_SEED,
+    negatives: str = DEFAULT_NEGATIVES,
     quiet: bool = False,
 ) -> dict:
     """Split ``data_dir``'s pairs into train and val files; return the stats.
 
     A seeded random ``val_prop`` share of the pairs goes to val; each val
-    positive gets one negative (see :func:`sample_negatives`). A val row is
+    positive gets one negative, drawn under the ``negatives`` protocol (see
+    the module doc and :func:`sample_negatives`). The protocol changes only
+    the negatives: train and the val positives depend on the seed alone. A val row is
     ``seen`` when both of its products occur in a train pair, for positives
     and negatives alike, so AUC over seen rows has both classes.
     """
@@ -74,6 +94,10 @@ def split(
         raise PipelineError(f"--val-prop must be between 0 and 1 (exclusive), got {val_prop}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    if negatives not in NEGATIVE_PROTOCOLS:
+        raise PipelineError(
+            f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
+        )
     pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA, MADE_BY)
     vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA, MADE_BY)
     started = time.perf_counter()
@@ -103,10 +127,15 @@ def split(
     val_src, val_dst = src[val_rows], dst[val_rows]
     occurrences = np.concatenate([val_src, val_dst])
     _check_feasible(occurrences, src, dst, n_products, n_val, data_dir / PAIRS)
-    neg_src, neg_dst, sampling = sample_negatives(occurrences, keys, n_products, n_val, rng)
-    del occurrences, keys
+    deck = np.unique(occurrences) if negatives == "products" else occurrences
+    neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
+    sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
+    del occurrences, deck, keys
 
-    val = _val_table(val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products)
+    val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives)
+    val = _val_table(
+        val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products, val_schema
+    )
     seen = val.column("seen").to_numpy()
     positive = val.column("label").to_numpy() == 1
     with (
@@ -115,7 +144,7 @@ def split(
         progress(len(train_rows) + val.num_rows, "rows", "split write", quiet) as bar,
     ):
         _write_train(train_tmp, src, dst, weight, relations, train_rows, bar)
-        _write_table(val_tmp, val, stamped(VAL_SCHEMA, "split"), bar)
+        _write_table(val_tmp, val, val_schema, bar)
 
     seconds = time.perf_counter() - started
     seen_positives = int(np.count_nonzero(seen & positive))
@@ -127,6 +156,7 @@ def split(
         "train": len(train_rows),
         "val_positives": n_val,
         "val_negatives": len(neg_src),
+        "negatives": negatives,
         "val_products": sampling["val_products"],
         "seen_positives": seen_positives,
         "seen_negatives": seen_negatives,
@@ -152,42 +182,42 @@ def validation_size(n_pairs: int, val_prop: float) -> int:
 
 
 def sample_negatives(
-    occurrences: np.ndarray,
+    deck: np.ndarray,
     pair_keys: np.ndarray,
     n_products: int,
     count: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``count`` distinct non-pairs (src < dst) drawn from the val products; plus a tally.
+    """``count`` distinct non-pairs (src < dst) drawn from ``deck``; plus a tally.
 
-    The reference's shuffle-slice trick: shuffle ``occurrences`` (both ends
-    of every val positive, so a product is drawn as often as it occurs in val
-    and negatives have the positives' product frequencies), read consecutive
-    slices of two as candidates, and reshuffle when the array is exhausted.
-    Candidates that are self-pairs, true pairs (their key ``src * n_products
-    + dst`` is in the sorted ``pair_keys``) or repeats of an earlier accepted
-    candidate are rejected, until ``count`` are accepted. The candidates are
-    a stream checked in vectorised chunks; which are accepted does not depend
-    on the chunk size. After MAX_ROUNDS shuffles it fails in one line.
+    The reference's shuffle-slice trick: shuffle ``deck`` (product ids: the
+    distinct val products, or every occurrence of one, see the module doc),
+    read consecutive slices of two as candidates, and reshuffle when the
+    deck is exhausted. Candidates that are self-pairs, true pairs (their key
+    ``src * n_products + dst`` is in the sorted ``pair_keys``) or repeats of
+    an earlier accepted candidate are rejected, until ``count`` are accepted.
+    The candidates are a stream checked in vectorised chunks; which are
+    accepted does not depend on the chunk size. It fails in one line after
+    MAX_ROUNDS times the shuffles that ``count`` needs without rejections.
 
-    The tally counts the candidates examined, the rejections by reason, the
-    shuffles (``rounds``) and the distinct val products.
+    The tally counts the candidates examined, the rejections by reason and
+    the shuffles (``rounds``).
     """
     tally = dict.fromkeys(("candidates", *REJECT_REASONS, "rounds"), 0)
-    tally["val_products"] = int(np.count_nonzero(np.bincount(occurrences, minlength=1)))
-    per_round = len(occurrences) // 2
+    per_round = len(deck) // 2
     if count and not per_round:
         raise PipelineError(f"{count} val negatives needed but there are no val products")
-    deck = occurrences.copy()
+    max_rounds = MAX_ROUNDS * max(1, math.ceil(count / max(per_round, 1)))
+    deck = deck.copy()
     accepted: list[np.ndarray] = []
     taken = np.empty(0, dtype=np.int64)  # sorted keys accepted so far
     need, position = count, per_round  # start with an exhausted deck: shuffle first
     while need > 0:
         if position == per_round:
-            if tally["rounds"] == MAX_ROUNDS:
+            if tally["rounds"] == max_rounds:
                 raise PipelineError(
                     f"negative sampling found {count - need} of {count} negatives in "
-                    f"{MAX_ROUNDS} shuffles of {tally['val_products']} val products; "
+                    f"{max_rounds} shuffles of {len(deck)} val products; "
                     "the val products have too few non-pairs (lower --val-prop)"
                 )
             rng.shuffle(deck)
@@ -312,6 +342,7 @@ def _val_table(
     neg_dst: np.ndarray,
     in_train: np.ndarray,
     n_products: int,
+    schema: pa.Schema,
 ) -> pa.Table:
     """Positives and negatives in one table sorted by (src, dst), with labels and seen."""
     src = np.concatenate([pos_src, neg_src])
@@ -324,7 +355,7 @@ def _val_table(
     weight[:n_pos] = pos_weight
     src, dst, label, weight = src[order], dst[order], label[order], weight[order]
     seen = in_train[src] & in_train[dst]
-    return pa.table([src, dst, label, weight, seen], schema=stamped(VAL_SCHEMA, "split"))
+    return pa.table([src, dst, label, weight, seen], schema=schema)
 
 
 def _write_train(

@@ -43,10 +43,12 @@ def write_dataset(directory: Path, src, dst, n_products: int, seed: int = 0) -> 
     return directory
 
 
-def random_pairs(n_products: int, draws: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (src < dst) pairs sorted by (src, dst); skewed degrees, so some hubs."""
+def random_pairs(
+    n_products: int, draws: int, seed: int = 0, skew: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (src < dst) pairs sorted by (src, dst); degrees ~ 1 / rank ** skew, so hubs."""
     rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, n_products + 1)
+    p = 1.0 / np.arange(1, n_products + 1) ** skew
     a, b = rng.choice(n_products, (2, draws), p=p / p.sum())
     keys = np.unique(np.minimum(a, b)[a != b] * n_products + np.maximum(a, b)[a != b])
     return keys // n_products, keys % n_products
@@ -77,8 +79,9 @@ def skewed(tmp_path) -> Path:
     return write_dataset(tmp_path / "skewed", *random_pairs(300, 6000), n_products=300)
 
 
-def test_val_negatives_are_distinct_non_pairs_one_per_positive(skewed):
-    stats = split(skewed, quiet=True)
+@pytest.mark.parametrize("protocol", ["products", "occurrences"])
+def test_val_negatives_are_distinct_non_pairs_one_per_positive(skewed, protocol):
+    stats = split(skewed, negatives=protocol, quiet=True)
     pairs = set(rows(read(skewed / "pairs.parquet"), ["src", "dst"]))
     val = read(skewed / "val.parquet")
     negatives = rows({k: v[val["label"] == 0] for k, v in val.items()}, ["src", "dst"])
@@ -89,8 +92,10 @@ def test_val_negatives_are_distinct_non_pairs_one_per_positive(skewed):
     assert not set(negatives) & pairs  # no true pair of either split
     assert len(set(negatives)) == len(negatives)
     assert (val["weight"][val["label"] == 0] == 0).all()
-    # The fixture is dense enough that every rejection reason was exercised.
-    assert all(stats["rejected"][reason] > 0 for reason in ("self_pair", "true_pair", "duplicate"))
+    # The fixture is dense enough that every rejection reason was exercised; a deck
+    # of distinct products holds each once, so a shuffle of it has no self-pair.
+    assert stats["rejected"]["true_pair"] > 0 and stats["rejected"]["duplicate"] > 0
+    assert (stats["rejected"]["self_pair"] > 0) == (protocol == "occurrences")
     examined = stats["val_negatives"] + sum(stats["rejected"].values())
     assert stats["candidates"] == examined
 
@@ -242,7 +247,8 @@ def test_sample_negatives_reshuffles_and_accounts_for_every_candidate():
 def test_sampling_gives_up_after_max_rounds(tmp_path, monkeypatch):
     monkeypatch.setattr(split_module, "MAX_ROUNDS", 1)
     data = write_dataset(tmp_path, *star(30), n_products=31)
-    with pytest.raises(PipelineError, match="in 1 shuffles") as error:
+    # 16 distinct val products give 8 candidates a shuffle: 15 negatives need 2.
+    with pytest.raises(PipelineError, match="in 2 shuffles of 16 val products") as error:
         split(data, val_prop=0.5, quiet=True)
     assert "\n" not in str(error.value)
     assert not (data / "train.parquet").exists() and not (data / "val.parquet").exists()
@@ -335,3 +341,74 @@ def test_chunk_size_does_not_change_the_sample(monkeypatch):
     small = sample_negatives(occurrences, keys, 300, count, np.random.default_rng(5))
     assert np.array_equal(big[0], small[0]) and np.array_equal(big[1], small[1])
     assert big[2] == small[2] and big[2]["rounds"] > 1
+
+
+def _draws(protocol: str, directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per product: occurrences among val positives and draws among val negatives."""
+    split(directory, negatives=protocol, quiet=True)
+    val = read(directory / "val.parquet")
+    positive = val["label"] == 1
+    ends = lambda rows: np.concatenate([val["src"][rows], val["dst"][rows]])  # noqa: E731
+    occurs = np.bincount(ends(positive), minlength=4000)
+    drawn = np.bincount(ends(~positive), minlength=4000)
+    return occurs, drawn
+
+
+@pytest.fixture
+def sparse_skewed(tmp_path) -> Path:
+    """4,000 products with skewed degrees (a hundredfold from first to last) but few
+    pairs each: true pairs and repeats are rare among random candidates, so
+    rejections barely bend the negatives' distribution."""
+    pairs = random_pairs(4000, 30_000, seed=7, skew=0.6)
+    return write_dataset(tmp_path / "sparse", *pairs, 4000)
+
+
+def test_products_protocol_draws_every_val_product_equally(sparse_skewed):
+    from scipy.stats import chisquare
+
+    occurs, drawn = _draws("products", sparse_skewed)
+    products = occurs > 0
+    assert drawn[~products].sum() == 0  # negatives come from val products only
+    # Equal chances: the draws fit a uniform distribution over the val products...
+    assert chisquare(drawn[products]).pvalue > 0.01
+    # ...and the products that occur most in val are drawn no more than the rarest.
+    order = np.argsort(occurs[products])
+    tenth = len(order) // 10
+    frequent, rare = drawn[products][order[-tenth:]], drawn[products][order[:tenth]]
+    assert occurs[products][order[-tenth:]].mean() > 8 * occurs[products][order[:tenth]].mean()
+    assert 0.9 < frequent.mean() / rare.mean() < 1.1
+
+
+def test_occurrences_protocol_draws_in_proportion_to_val_frequency(sparse_skewed):
+    from scipy.stats import chisquare
+
+    occurs, drawn = _draws("occurrences", sparse_skewed)
+    products = occurs > 0
+    assert drawn[~products].sum() == 0
+    assert chisquare(drawn[products]).pvalue < 1e-12  # far from uniform
+    expected = occurs[products] / occurs.sum() * drawn.sum()
+    # Within 10% of proportional in each fifth of the products by val frequency.
+    fifths = np.array_split(np.argsort(occurs[products]), 5)
+    ratios = [drawn[products][f].sum() / expected[f].sum() for f in fifths]
+    assert all(0.9 < ratio < 1.1 for ratio in ratios), ratios
+
+
+def test_the_protocol_changes_only_the_negatives_and_is_recorded(skewed, tmp_path):
+    other = shutil.copytree(skewed, tmp_path / "other")
+    by_products = split(skewed, quiet=True)
+    by_occurrences = split(other, negatives="occurrences", quiet=True)
+    assert (by_products["negatives"], by_occurrences["negatives"]) == ("products", "occurrences")
+    assert (skewed / "train.parquet").read_bytes() == (other / "train.parquet").read_bytes()
+    a, b = read(skewed / "val.parquet"), read(other / "val.parquet")
+    positives = lambda v: rows({k: x[v["label"] == 1] for k, x in v.items()}, list(v))  # noqa: E731
+    assert positives(a) == positives(b)
+    assert rows(a, ["src", "dst"]) != rows(b, ["src", "dst"])
+    for directory, protocol in [(skewed, "products"), (other, "occurrences")]:
+        metadata = pq.read_schema(directory / "val.parquet").metadata
+        assert metadata[b"negatives"] == protocol.encode()
+        assert json.loads((directory / "split.json").read_text())["negatives"] == protocol
+
+
+def test_unknown_protocol_is_refused(skewed):
+    with pytest.raises(PipelineError, match="--negatives must be one of products, occurrences"):
+        split(skewed, negatives="popular", quiet=True)
