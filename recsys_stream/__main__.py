@@ -23,6 +23,7 @@ _TRAIN_OPTIONS = {
     "l2": "L2 penalty on the embedding rows a batch touches",
     "init_std": "std of the normal initialisation of the embeddings",
     "negative_power": "negatives are drawn with probability ~ train degree ** power",
+    "smoothing": "share of the mean of a product's train neighbours in its final vector",
     "shuffle_groups": "row groups mixed in the shuffle buffer",
     "eval_every": "steps between learning-curve points",
     "eval_sample": "validation rows scored for a learning-curve point",
@@ -35,7 +36,9 @@ def _train(a: argparse.Namespace) -> None:
     from recsys_stream.train import train
 
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
-    summary = train(a.dir, TrainConfig(**values), name=a.name, resume=a.resume, quiet=a.quiet)
+    summary = train(
+        a.dir, TrainConfig(**values), name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads
+    )
     cli.summary(
         f"train {summary['run']}",
         {k: v if not isinstance(v, float) else round(v, 4) for k, v in summary.items()},
@@ -78,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.add_argument("--name", help="run name (default: MODEL-LABELS)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for the step; 0 chooses one or all by measured speed, so a busy "
+        "machine does not stall it (default: 0); results do not depend on it",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(main=_train)
 

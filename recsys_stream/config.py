@@ -31,6 +31,7 @@ class TrainConfig:
     init_std: float = 0.01  # small: N(0, 1) at dim 128 saturates the sigmoid
     schedule: str = "cosine-restarts"  # cosine annealing restarted each epoch, as the reference
     negative_power: float = 0.75  # negatives ~ train degree ** power
+    smoothing: float = 0.9  # share of the neighbours' mean in a product's final vector
     shuffle_groups: int = 4  # row groups mixed together in the shuffle buffer
     eval_every: int = 500  # steps between learning-curve points
     eval_sample: int = 100_000  # val rows scored for a learning-curve point
@@ -49,6 +50,7 @@ class TrainConfig:
             (self.lr > 0, "--lr must be positive"),
             (self.l2 >= 0, "--l2 must be 0 or more"),
             (self.init_std > 0, "--init-std must be positive"),
+            (0 <= self.smoothing <= 1, "--smoothing must be between 0 and 1"),
             (self.eval_every >= 1, "--eval-every must be at least 1"),
             (self.eval_sample >= 1, "--eval-sample must be at least 1"),
             (self.shuffle_groups >= 1, "--shuffle-groups must be at least 1"),

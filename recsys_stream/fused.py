@@ -33,6 +33,27 @@ class Gradients:
     loss: float  # the batch's mean BCE or MSE, without the L2 term
 
 
+class DistinctRows:
+    """The distinct ids of a batch, sorted, and each sample's slot among them.
+
+    A scatter into a scratch array of one slot per product finds them, and
+    only the distinct ids are sorted: about three times faster than
+    ``np.unique`` at a batch's 14,000 ids. Sorted rows matter to the
+    optimizer, whose gathers and scatters then walk the tables in order
+    (in batch order its update ran at two thirds of the speed).
+    """
+
+    def __init__(self, size: int):
+        self.slot = np.empty(size, dtype=np.int64)  # scratch: never read before written
+
+    def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positions = np.arange(len(ids))
+        self.slot[ids] = positions  # one occurrence of each id wins the slot
+        rows = np.sort(ids[self.slot[ids] == positions])
+        self.slot[rows] = np.arange(len(rows))
+        return rows, self.slot[ids]
+
+
 @torch.no_grad()
 def gradients(
     model: MF,
@@ -41,17 +62,21 @@ def gradients(
     target: torch.Tensor,
     binary: bool,
     l2: float,
+    distinct: DistinctRows | None = None,
 ) -> Gradients:
     """Gradients of mean loss + l2 * mean(|e_a|^2 + |e_b|^2) over the B x (1 + k) samples.
 
     Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``. The loss is BCE on
     sigmoid(logit) for binary labels, MSE between sigmoid(logit) and the
-    target for continuous ones.
+    target for continuous ones. ``distinct``: a reusable DistinctRows of the
+    model's size (made for the call when None). Products and sums run along
+    one row at a time, so the result is the same bits whatever the number
+    of threads.
     """
     weight = model.embedding.weight
     ea = weight.index_select(0, anchor)  # (B, d)
     eo = weight.index_select(0, others.reshape(-1)).view(*others.shape, -1)  # (B, K, d)
-    logit = torch.einsum("bd,bkd->bk", ea, eo)
+    logit = (eo * ea[:, None, :]).sum(-1)
     with_bias = isinstance(model, MFBias)
     if with_bias:
         bias = model.bias.weight[:, 0]
@@ -68,11 +93,11 @@ def gradients(
         loss = error.square().mean().item()
         dlogit = 2 * error * p * (1 - p) / n
     decay = 2 * l2 / n
-    grad_anchor = torch.einsum("bk,bkd->bd", dlogit, eo).add_(ea, alpha=decay * others.shape[1])
+    grad_anchor = (dlogit[..., None] * eo).sum(1).add_(ea, alpha=decay * others.shape[1])
     grad_others = (dlogit[..., None] * ea[:, None, :]).add_(eo, alpha=decay)
-    touched = torch.cat([anchor, others.reshape(-1)])
-    rows, where = np.unique(touched.numpy(), return_inverse=True)
-    rows, where = torch.from_numpy(rows), torch.from_numpy(where.reshape(-1))
+    distinct = distinct or DistinctRows(len(weight))
+    rows, where = distinct(torch.cat([anchor, others.reshape(-1)]).numpy())
+    rows, where = torch.from_numpy(rows), torch.from_numpy(where)
     embedding = weight.new_zeros(len(rows), weight.shape[1]).index_add_(
         0, where, torch.cat([grad_anchor, grad_others.reshape(-1, weight.shape[1])])
     )
@@ -89,7 +114,9 @@ class LazyAdam:
 
     Rows a batch does not touch keep their moments; the step count, and so the
     bias correction, is global, as in SparseAdam. Each table's two moments
-    share one (rows, 2, width) tensor so a step reads and writes them once.
+    share one (2, rows, width) tensor, so a step gathers and scatters them in
+    one call each and the gathered moments are two contiguous blocks (as
+    strided views of one (rows, 2, width) block, sqrt ran ten times slower).
     """
 
     def __init__(self, model: MF, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -97,7 +124,7 @@ class LazyAdam:
         self.params = [model.embedding.weight]
         if isinstance(model, MFBias):
             self.params += [model.bias.weight, model.global_bias.view(1, 1)]
-        self.moments = [tables.zeros(p.shape[0], 2, p.shape[1]) for p in self.params]
+        self.moments = [tables.zeros(2, p.shape[0], p.shape[1]) for p in self.params]
         self.steps = 0
 
     @torch.no_grad()
@@ -113,11 +140,11 @@ class LazyAdam:
                 (torch.zeros(1, dtype=torch.long), grads.global_bias[:, None]),
             ]
         for (rows, grad), param, moments in zip(updates, self.params, self.moments):
-            both = moments.index_select(0, rows)
-            m, v = both[:, 0], both[:, 1]
+            both = moments.index_select(1, rows)
+            m, v = both[0], both[1]
             m.mul_(beta1).add_(grad, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            moments.index_copy_(0, rows, both)
+            moments.index_copy_(1, rows, both)
             update = m.div(v.sqrt().add_(self.eps)).mul_(step_size)
             param.index_copy_(0, rows, param.index_select(0, rows).sub_(update))
 

@@ -26,13 +26,14 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
-from recsys_stream import evaluate, runs
+from recsys_stream import evaluate, heap, runs, smoothing
 from recsys_stream.config import TrainConfig
-from recsys_stream.fused import LazyAdam, gradients
+from recsys_stream.fused import DistinctRows, LazyAdam, gradients
 from recsys_stream.models import MF, MFBias, build_model
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.schedule import learning_rate
 from recsys_stream.stream import PairStream
+from recsys_stream.threads import ThreadTuner
 
 SPLIT = "python -m pipeline split"
 METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "auc_all", "auc_seen", "samples_per_s"]
@@ -44,10 +45,27 @@ def train(
     name: str | None = None,
     resume: bool = False,
     quiet: bool = False,
+    threads: int = 0,
 ) -> dict:
-    """Train ``config`` (default: TrainConfig()) on ``data_dir``; return the run's summary."""
+    """Train ``config`` (default: TrainConfig()) on ``data_dir``; return the run's summary.
+
+    ``threads``: torch's intra-op threads for the step; 0 chooses between one
+    and all by measured speed (see :mod:`recsys_stream.threads`). It changes
+    the speed only, never the result.
+    """
     config = config or TrainConfig()
+    if threads < 0:
+        raise PipelineError(f"--threads must be 0 (choose) or more, got {threads}")
     started = time.perf_counter()
+    heap.keep_freed_memory()
+    before = torch.get_num_threads()
+    try:
+        return _train(data_dir, config, name, resume, quiet, threads, started)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
     data_dir = Path(data_dir)
     train_file = require(data_dir / TRAIN, TRAIN_SCHEMA, SPLIT)
     require(data_dir / VAL, VAL_SCHEMA, SPLIT)
@@ -76,15 +94,21 @@ def train(
     probe = val.sample(config.eval_sample, config.seed)
     model = build_model(config.model, vocab_size, config.dim, config.init_std, config.seed)
     steps_per_epoch = math.ceil(train_file.metadata.num_rows / config.batch_size)
-    state = _fit(model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet)
+    tuner = ThreadTuner(threads)
+    state = _fit(
+        model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet, tuner
+    )
     summary = _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir)
+    summary["steps_by_threads"] = {str(n): steps for n, steps in tuner.steps_at.items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["peak_rss_mb"] = peak_rss_mb()
     write_json(out / runs.SUMMARY, summary)
     return summary
 
 
-def _fit(model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet) -> dict:
+def _fit(
+    model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet, tuner
+) -> dict:
     """Train the remaining epochs, checkpointing each; return the training state.
 
     The optimizer's moments, two thirds of the training memory, are freed on
@@ -102,7 +126,9 @@ def _fit(model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume,
     if resume and (out / runs.CHECKPOINT).is_file():
         state = _restore(out / runs.CHECKPOINT, config, vocab_hash, model, optimizer)
     for epoch in range(state["epoch"], config.epochs):
-        _train_epoch(model, optimizer, stream, probe, config, epoch, steps_per_epoch, state, quiet)
+        _train_epoch(
+            model, optimizer, tuner, stream, probe, config, epoch, steps_per_epoch, state, quiet
+        )
         state["epoch"] = epoch + 1
         runs.save_torch(
             {
@@ -156,7 +182,9 @@ def train_degree(parquet: pq.ParquetFile, vocab_size: int) -> np.ndarray:
     return degree
 
 
-def _train_epoch(model, optimizer, stream, probe, config, epoch, steps_per_epoch, state, quiet):
+def _train_epoch(
+    model, optimizer, tuner, stream, probe, config, epoch, steps_per_epoch, state, quiet
+):
     """One pass over train.parquet; learning-curve points every eval_every steps."""
     stream.set_epoch(epoch)
     loader = DataLoader(
@@ -167,6 +195,7 @@ def _train_epoch(model, optimizer, stream, probe, config, epoch, steps_per_epoch
     )
     total = stream_rows(stream) * (1 + config.negatives)
     binary = config.labels == "binary"
+    distinct = DistinctRows(len(model.embedding.weight))
     losses, samples, ticked = [], 0, time.perf_counter()
     with progress(total, "samples", f"epoch {epoch + 1}/{config.epochs}", quiet) as bar:
         for step_in_epoch, batch in enumerate(loader):
@@ -175,8 +204,11 @@ def _train_epoch(model, optimizer, stream, probe, config, epoch, steps_per_epoch
             )
             if step_in_epoch == 0:
                 state["epoch_start_lr"].append(lr)
-            grads = gradients(model, batch.anchor, batch.others, batch.target, binary, config.l2)
+            grads = gradients(
+                model, batch.anchor, batch.others, batch.target, binary, config.l2, distinct
+            )
             optimizer.step(grads, lr)
+            tuner.step_done(len(batch))
             state["step"] += 1
             losses.append(grads.loss)
             samples += len(batch)
@@ -234,7 +266,16 @@ def _restore(
 
 
 def _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir) -> dict:
-    """Score the whole validation set and write the run's final files."""
+    """Smooth the embeddings, score the whole validation set and write the run's final files.
+
+    The AUC of the unsmoothed embeddings goes to the summary too, to show what
+    smoothing adds; everything else (scores, curves, model.pt, embeddings)
+    is of the smoothed model, the one ``similar`` loads.
+    """
+    unsmoothed_auc = evaluate.auc(val.label, evaluate.scores(model, val.src, val.dst))
+    weight = model.embedding.weight
+    with torch.no_grad():
+        weight.copy_(smoothing.smooth(weight, data_dir / TRAIN, degree, config.smoothing))
     score = evaluate.scores(model, val.src, val.dst)
     popular = evaluate.popularity_scores(degree, val)
     seen = val.seen
@@ -257,6 +298,7 @@ def _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data
         "run": out.name,
         "auc_all": evaluate.auc(val.label, score),
         "auc_seen": evaluate.auc(val.label[seen], score[seen]),
+        "auc_all_unsmoothed": unsmoothed_auc,
         "pr_auc": evaluate.pr_auc(val.label, score),
         "pr_auc_seen": evaluate.pr_auc(val.label[seen], score[seen]),
         "popularity_auc": evaluate.auc(val.label, popular),

@@ -44,33 +44,26 @@ def dataset(products: int, workdir: Path) -> Path:
     return data
 
 
-def train(data: Path, variant: str, dim: int, epochs: int) -> dict:
+def train_run(data: Path, variant: str, name: str, **options) -> dict:
+    """Train ``variant`` as run ``name`` in a fresh process; its summary.json.
+
+    ``options``: TrainConfig fields to set (dim, epochs, seed, ...); the rest
+    keep their defaults.
+    """
     model, labels = variant.split("-")
-    name = f"bench-{variant}-{dim}-{epochs}"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    command = ["-m", "recsys_stream", "train", str(data), "--model", model, "--labels", labels]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recsys_stream",
-            "train",
-            str(data),
-            "--model",
-            model,
-            "--labels",
-            labels,
-            "--dim",
-            str(dim),
-            "--epochs",
-            str(epochs),
-            "--name",
-            name,
-            "--quiet",
-        ],
+        [sys.executable, *command, *flags, "--name", name, "--quiet"],
         check=True,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    s = json.loads((data / "runs" / name / "summary.json").read_text())
+    return json.loads((data / "runs" / name / "summary.json").read_text())
+
+
+def train(data: Path, variant: str, dim: int, epochs: int) -> dict:
+    s = train_run(data, variant, f"bench-{variant}-{dim}-{epochs}", dim=dim, epochs=epochs)
     return {
         "bench": "train",
         "products": int(data.name.split("-")[1]),

@@ -1,0 +1,107 @@
+"""The thread tuner: it follows the faster count, reacts to load, and never changes results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from planted import write_planted
+
+from recsys_stream import threads
+from recsys_stream.config import TrainConfig
+from recsys_stream.fused import DistinctRows, LazyAdam, gradients
+from recsys_stream.models import build_model
+from recsys_stream.runs import load_model
+from recsys_stream.threads import ThreadTuner
+from recsys_stream.train import train
+
+
+class Machine:
+    """A simulated machine: the seconds a step takes at each thread count, by phase."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        monkeypatch.setattr(threads.torch, "get_num_threads", lambda: 2)
+        self.cost = {1: 1.0, 2: 0.6}  # quiet: a second thread is 40% faster
+        self.threads = 1
+        monkeypatch.setattr(threads.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(threads.torch, "set_num_threads", self.set_threads)
+
+    def set_threads(self, count: int) -> None:
+        self.threads = count
+
+    def run(self, tuner: ThreadTuner, steps: int) -> tuple[float, list[int]]:
+        """Run ``steps`` steps; the time they took and the count each ran at."""
+        started, used = self.now, []
+        for _ in range(steps):
+            used.append(self.threads)
+            self.now += self.cost[self.threads]
+            tuner.step_done(100)
+        return self.now - started, used
+
+
+def test_a_quiet_machine_settles_on_the_faster_count(monkeypatch):
+    machine = Machine(monkeypatch)
+    tuner = ThreadTuner()
+    seconds, used = machine.run(tuner, 5000)
+    assert used[-1000:].count(2) > 990  # rare short trials of one thread
+    assert seconds < 1.02 * 5000 * 0.6  # within 2% of always running two
+
+
+def test_load_moves_it_to_one_thread_quickly_and_back_when_it_ends(monkeypatch):
+    machine = Machine(monkeypatch)
+    tuner = ThreadTuner()
+    machine.run(tuner, 3000)
+    machine.cost = {1: 1.0, 2: 25.0}  # another process now spins against the team
+    seconds, used = machine.run(tuner, 20_000)
+    assert used.index(1) <= 2  # the collapse ends the window at once
+    assert seconds < 1.03 * 20_000  # looking at two threads now and then costs under 3%
+    machine.cost = {1: 1.0, 2: 0.6}  # the load ends: found at the next trial at the latest
+    _, used = machine.run(tuner, threads.MAX_WAIT * threads.WINDOW + 1000)
+    assert used[-1000:].count(2) > 990
+
+
+def test_a_second_thread_that_gains_nothing_is_not_kept(monkeypatch):
+    machine = Machine(monkeypatch)
+    machine.cost = {1: 1.0, 2: 0.99}  # under the 5% a switch needs
+    tuner = ThreadTuner()
+    _, used = machine.run(tuner, 3000)
+    assert used[-1000:].count(1) > 990
+
+
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_a_fixed_count_is_kept_without_trials(monkeypatch, fixed):
+    machine = Machine(monkeypatch)
+    machine.cost = {1: 1.0, 2: 25.0}
+    tuner = ThreadTuner(fixed)
+    _, used = machine.run(tuner, 500)
+    assert set(used) == {fixed} and tuner.history == []
+
+
+def test_the_step_gives_the_same_bits_on_one_and_two_threads():
+    generator = torch.Generator().manual_seed(0)
+    anchor = torch.randint(0, 5000, (2048,), generator=generator)
+    others = torch.randint(0, 5000, (2048, 6), generator=generator)
+    target = torch.rand(2048, 6, generator=generator)
+    results = []
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        model = build_model("mf_bias", 5000, 32, init_std=0.1, seed=1)
+        optimizer = LazyAdam(model)
+        distinct = DistinctRows(5000)
+        for _ in range(3):
+            grads = gradients(model, anchor, others, target, False, 1e-3, distinct)
+            optimizer.step(grads, 0.01)
+        results.append([t.clone() for t in model.state_dict().values()])
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_training_gives_the_same_weights_whatever_the_threads(tmp_path, fixed):
+    data = write_planted(tmp_path, products=800, pairs=8000, row_group=1000)
+    config = TrainConfig(epochs=1, batch_size=128, eval_every=25, eval_sample=1000)
+    train(data, config, name="tuned", quiet=True)
+    train(data, config, name="fixed", threads=fixed, quiet=True)
+    tuned, fixed_run = (load_model(data / "runs" / name)[0] for name in ("tuned", "fixed"))
+    for a, b in zip(tuned.state_dict().values(), fixed_run.state_dict().values()):
+        assert torch.equal(a, b)
