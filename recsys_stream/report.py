@@ -41,11 +41,7 @@ def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
     lines = [f"# {data_dir.name}: recsys-stream report", "", "## Stages", ""]
     lines += _stage_table(data_dir)
     lines += ["", "## Models", "", *_variant_table(variants)]
-    lines += [
-        "",
-        "AUC over all validation pairs and over the *seen* ones (both products "
-        "in train); popularity scores a pair by the product of the two train degrees.",
-    ]
+    lines += ["", *_protocol_note(variants)]
     titles = ["Learning curves", "Precision and recall against threshold", "ROC curves"]
     for title, path in zip(titles, drawn):
         lines += ["", f"## {title}", "", f"![{title}]({FIGURES}/{path.name})"]
@@ -85,6 +81,30 @@ def _fmt(value, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+PROTOCOLS = {
+    "products": "drawn from the distinct val products, each equally likely (the reference "
+    "article's protocol): popularity alone tells many of them from true pairs",
+    "occurrences": "drawn from the val products in proportion to how often they occur in "
+    "val pairs, so they share the positives' popularity: popularity alone scores about 0.5, "
+    "and only what a model knows beyond popularity counts",
+}
+
+
+def _protocol_note(variants: dict[str, dict]) -> list[str]:
+    """What the AUCs are over, and how the val negatives were drawn."""
+    protocols = sorted(
+        {run["summary"].get("negative_protocol", "unrecorded") for run in variants.values()}
+    )
+    described = "; ".join(
+        f"`{p}`: {PROTOCOLS.get(p, 'not recorded in val.parquet')}" for p in protocols
+    )
+    return [
+        "AUC over all validation pairs and over the *seen* ones (both products in train); "
+        "popularity scores a pair by the product of the two train degrees. "
+        f"Validation negatives ({described}).",
+    ]
 
 
 def _stage_table(data_dir: Path) -> list[str]:

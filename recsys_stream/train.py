@@ -68,7 +68,7 @@ def train(
 def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
     data_dir = Path(data_dir)
     train_file = require(data_dir / TRAIN, TRAIN_SCHEMA, SPLIT)
-    require(data_dir / VAL, VAL_SCHEMA, SPLIT)
+    val_file = require(data_dir / VAL, VAL_SCHEMA, SPLIT)
     vocab_size = require(
         data_dir / VOCAB, VOCAB_SCHEMA, "python -m pipeline pairs"
     ).metadata.num_rows
@@ -99,6 +99,7 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
         model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet, tuner
     )
     summary = _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir)
+    summary["negative_protocol"] = negative_protocol(val_file)
     summary["steps_by_threads"] = {str(n): steps for n, steps in tuner.steps_at.items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["peak_rss_mb"] = peak_rss_mb()
@@ -166,6 +167,12 @@ def _available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def negative_protocol(val: pq.ParquetFile) -> str:
+    """How the split drew the val negatives (``split --negatives``), from val.parquet."""
+    metadata = val.schema_arrow.metadata or {}
+    return metadata.get(b"negatives", b"unrecorded").decode()
 
 
 def _row_groups(parquet: pq.ParquetFile):

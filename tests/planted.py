@@ -85,5 +85,7 @@ def write_planted(
             "seen": in_train[v_src] & in_train[v_dst],
         }
     )
-    pq.write_table(val.cast(stamped(VAL_SCHEMA, "split")), out / "val.parquet")
+    # Negatives uniform over the products: the ``products`` protocol's kind.
+    val_schema = stamped(VAL_SCHEMA, "split", negatives="products")
+    pq.write_table(val.cast(val_schema), out / "val.parquet")
     return out

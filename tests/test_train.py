@@ -14,8 +14,8 @@ from planted import write_planted
 from torch.utils.data import DataLoader
 
 from pipeline.errors import PipelineError
+from recsys_stream import smoothing, tables
 from recsys_stream import stream as stream_module
-from recsys_stream import tables
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import LazyAdam, gradients
 from recsys_stream.models import build_model
@@ -23,7 +23,7 @@ from recsys_stream.runs import load_model
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.schedule import learning_rate
 from recsys_stream.stream import PairStream
-from recsys_stream.train import train
+from recsys_stream.train import train, train_degree
 
 FAST = dict(epochs=2, lr=0.05, batch_size=256, eval_every=20, eval_sample=2000)
 
@@ -73,23 +73,30 @@ def test_fused_gradients_equal_autograd(kind, binary):
         torch.testing.assert_close(fused.global_bias, model.global_bias.grad)
 
 
-def test_lazy_adam_equals_sparse_adam():
+@pytest.mark.parametrize("kind", ["mf", "mf_bias"])
+def test_lazy_adam_equals_sparse_adam(kind):
     generator = torch.Generator().manual_seed(2)
-    fused_model = build_model("mf", 40, 6, init_std=0.5, seed=3)
-    reference = build_model("mf", 40, 6, init_std=0.5, seed=3)
-    reference.embedding.sparse = True
+    fused_model = build_model(kind, 40, 6, init_std=0.5, seed=3)
+    reference = build_model(kind, 40, 6, init_std=0.5, seed=3)
+    tables = [reference.embedding] + ([reference.bias] if kind == "mf_bias" else [])
+    for table in tables:
+        table.sparse = True
     fused_opt = LazyAdam(fused_model)
-    reference_opt = torch.optim.SparseAdam(reference.parameters(), lr=0.05)
-    for _ in range(6):
+    sparse_opt = torch.optim.SparseAdam([t.weight for t in tables], lr=0.05)
+    # The global bias is in every sample, so dense Adam is the lazy one.
+    dense = [reference.global_bias] if kind == "mf_bias" else []
+    dense_opt = torch.optim.Adam(dense, lr=0.05) if dense else None
+    for step in range(6):
         anchor, others, target = random_batch(generator)
-        target = (target < 0.3).float()
-        fused_opt.step(gradients(fused_model, anchor, others, target, True, 0.01), lr=0.05)
-        reference_opt.zero_grad()
-        autograd_loss(reference, anchor, others, target, True, 0.01).backward()
-        reference_opt.step()
-    torch.testing.assert_close(
-        fused_model.embedding.weight, reference.embedding.weight, atol=1e-6, rtol=1e-5
-    )
+        target = (target < 0.3).float() if step % 2 else target
+        fused_opt.step(gradients(fused_model, anchor, others, target, step % 2, 0.01), lr=0.05)
+        reference.zero_grad()
+        autograd_loss(reference, anchor, others, target, step % 2, 0.01).backward()
+        sparse_opt.step()
+        if dense_opt:
+            dense_opt.step()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(fused_model.state_dict()[name], value, atol=1e-6, rtol=1e-5)
 
 
 def test_step_touches_only_the_batch_rows():
@@ -249,6 +256,7 @@ def test_run_directory_contents(planted):
     ]:
         assert (run / name).is_file(), name
     assert json.loads((run / "summary.json").read_text())["auc_all"] == summary["auc_all"]
+    assert summary["negative_protocol"] == "products"  # as val.parquet records it
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == sorted(int(r["epoch"]) for r in rows)
     assert {r["epoch"] for r in rows} == {"1", "2"} and all(r["auc_all"] for r in rows)
@@ -311,3 +319,15 @@ def test_bad_inputs_are_one_line_errors(planted, tmp_path):
     pq.write_table(table.slice(0, 0), empty / "train.parquet")
     with pytest.raises(PipelineError, match="no pairs to train on"):
         train(empty, TrainConfig(), quiet=True)
+
+
+def test_smoothing_changes_only_the_final_vectors(planted):
+    plain = train(planted, TrainConfig(**{**FAST, "smoothing": 0.0}), name="plain", quiet=True)
+    smooth = train(planted, TrainConfig(**FAST), name="smooth", quiet=True)
+    assert plain["auc_all"] == plain["auc_all_unsmoothed"] == smooth["auc_all_unsmoothed"]
+    assert smooth["auc_all"] > smooth["auc_all_unsmoothed"]  # clusters: neighbours agree
+    raw = load_model(planted / "runs" / "plain")[0].embedding.weight
+    final = load_model(planted / "runs" / "smooth")[0].embedding.weight
+    degree = train_degree(pq.ParquetFile(planted / "train.parquet"), 1500)
+    expected = smoothing.smooth(raw, planted / "train.parquet", degree, TrainConfig().smoothing)
+    assert torch.equal(final, expected)
