@@ -1,20 +1,33 @@
-"""The files between stages: fixed names, Parquet schemas and a format version.
+"""The files between stages: fixed names, Parquet schemas, a format version and lineage.
 
 Every stage reads its inputs through :func:`require` and stamps its outputs
 with :func:`stamped`, so a file from an incompatible version or the wrong
 stage is refused with one line instead of failing deep inside a join.
+
+Lineage: each output records which inputs it was made from, as ids in its
+Parquet metadata. ``products.parquet`` holds the SHA-256 of the raw file;
+``vocab.parquet`` and ``pairs.parquet`` share a ``pairs_id`` derived from the
+products' and the pairs options; ``train.parquet`` and ``val.parquet`` share
+a ``split_id`` and carry the ``pairs_id`` of the vocabulary their ids index.
+The ids are hashes of what decides a file (its inputs' ids and its options),
+so the same input and options give the same ids and byte-identical files.
+:func:`check_lineage` refuses, in one line naming both files, inputs that do
+not belong together.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 # Stage outputs, relative to a dataset directory.
 PRODUCTS = "products.parquet"
@@ -26,6 +39,17 @@ PAIRS_STATS = "pairs.json"
 TRAIN = "train.parquet"
 VAL = "val.parquet"
 SPLIT_STATS = "split.json"
+EMBEDDINGS = "embeddings.parquet"
+
+# The stage that writes each file, and the command that runs it.
+PRODUCERS = {
+    PRODUCTS: ("parse", "python -m pipeline parse"),
+    VOCAB: ("pairs", "python -m pipeline pairs"),
+    PAIRS: ("pairs", "python -m pipeline pairs"),
+    TRAIN: ("split", "python -m pipeline split"),
+    VAL: ("split", "python -m pipeline split"),
+    EMBEDDINGS: ("train", "python -m recsys_stream train"),
+}
 
 # Relation lists of a product; a pair's ``relations`` column has bit i set
 # when relation i links it (bit values 1, 2, 4, 8).
@@ -85,32 +109,109 @@ def stamped(schema: pa.Schema, stage: str, **facts: str) -> pa.Schema:
     return schema.with_metadata({"format_version": FORMAT_VERSION, "stage": stage, **facts})
 
 
-def require(path: str | Path, schema: pa.Schema, made_by: str) -> pq.ParquetFile:
+def lineage_id(*parts: object) -> str:
+    """A short id for what decides a file: its stage, inputs' ids and options."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stamps(parquet: pq.ParquetFile) -> dict[str, str]:
+    """The metadata a file was stamped with (polars keeps it in the Arrow schema,
+    pyarrow's writer also in the file's key-value metadata)."""
+    found = {**(parquet.schema_arrow.metadata or {}), **(parquet.metadata.metadata or {})}
+    return {k.decode(): v.decode() for k, v in found.items() if k != b"ARROW:schema"}
+
+
+def made_by(path: str | Path) -> str:
+    """The command that writes ``path``, for messages."""
+    return PRODUCERS.get(Path(path).name, ("", "the stage that writes it"))[1]
+
+
+def require(path: str | Path, schema: pa.Schema) -> pq.ParquetFile:
     """Open a stage's Parquet input, or fail in one line saying what is wrong.
 
-    ``made_by`` names the command that produces the file, for the message.
+    Refuses a file that is missing, unreadable, unstamped, of another format
+    version or stage, or without the columns and types of ``schema``.
     """
     path = Path(path)
+    stage, command = PRODUCERS.get(path.name, (None, "the stage that writes it"))
     if not path.is_file():
-        raise PipelineError(f"{path}: not found (it is made by `{made_by}`)")
+        raise PipelineError(f"{path}: not found (it is made by `{command}`)")
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise PipelineError(f"{path}: not a readable Parquet file ({exc})") from None
     found = parquet.schema_arrow
-    version = (found.metadata or {}).get(b"format_version", b"").decode()
-    if version and version != FORMAT_VERSION:
+    facts = stamps(parquet)
+    version = facts.get("format_version")
+    if version is None:
+        raise PipelineError(f"{path}: no format_version stamp, not written by `{command}`")
+    if version != FORMAT_VERSION:
         raise PipelineError(
-            f"{path}: format version {version}, this code reads {FORMAT_VERSION}; rerun `{made_by}`"
+            f"{path}: format version {version}, this code reads {FORMAT_VERSION}; rerun `{command}`"
+        )
+    if stage and facts.get("stage") != stage:
+        written_by = facts.get("stage")
+        raise PipelineError(
+            f"{path}: written by stage {written_by!r}, expected {stage!r}; rerun `{command}`"
         )
     missing = [f.name for f in schema if f.name not in found.names]
     if missing:
-        raise PipelineError(f"{path}: missing columns {', '.join(missing)}; rerun `{made_by}`")
+        raise PipelineError(f"{path}: missing columns {', '.join(missing)}; rerun `{command}`")
     wrong = [
         f"{f.name} is {found.field(f.name).type}, expected {f.type}"
         for f in schema
         if not found.field(f.name).type.equals(f.type)
     ]
     if wrong:
-        raise PipelineError(f"{path}: {'; '.join(wrong)}; rerun `{made_by}`")
+        raise PipelineError(f"{path}: {'; '.join(wrong)}; rerun `{command}`")
     return parquet
+
+
+def check_lineage(key: str, first: Path, second: Path, second_key: str | None = None) -> str:
+    """The shared id ``key`` of two stage files; one line naming both if they differ.
+
+    ``second_key``: the name the id has in the second file, when it differs.
+    """
+    ids = [
+        stamps(pq.ParquetFile(path)).get(name)
+        for path, name in ((first, key), (second, second_key or key))
+    ]
+    if None in ids or ids[0] != ids[1]:
+        later = max((first, second), key=lambda p: list(PRODUCERS).index(p.name))
+        raise PipelineError(
+            f"{first} and {second} do not belong together ({key} {ids[0]} and {ids[1]}); "
+            f"rerun `{made_by(later)}`"
+        )
+    return ids[0]
+
+
+def check_ids(parquet: pq.ParquetFile, path: Path, columns: list[str], size: int) -> bool:
+    """Refuse ids outside 0..size-1, from the row groups' statistics.
+
+    Returns False when a row group has no statistics, so the caller checks
+    the values as it reads them.
+    """
+    for index in range(parquet.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        for position in (parquet.schema_arrow.get_field_index(name) for name in columns):
+            statistics = group.column(position).statistics
+            if statistics is None or not statistics.has_min_max:
+                return False
+            if statistics.min < 0 or statistics.max >= size:
+                raise PipelineError(
+                    f"{path}: ids up to {statistics.max} for a vocabulary of {size:,} products "
+                    f"(0..{size - 1}); rerun `{made_by(path)}`"
+                )
+    return True
+
+
+def vocabulary_size(vocab: pq.ParquetFile, path: Path) -> int:
+    """V, after checking that the vocabulary's ids are 0..V-1 in row order (a row's
+    position is its id, which similar and the trainer rely on)."""
+    ids = vocab.read(columns=["id"]).column("id").to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids), dtype=ids.dtype)):
+        raise PipelineError(
+            f"{path}: ids are not 0..{len(ids) - 1} in order; rerun `{made_by(path)}`"
+        )
+    return len(ids)

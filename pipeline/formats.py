@@ -18,18 +18,38 @@ _SNIFF_BYTES = 1 << 20
 _SNIFF_LINES = 50
 
 
+class _Digesting:
+    """A binary file whose bytes, as they are read, also go to a hash."""
+
+    def __init__(self, file: BinaryIO, digest):
+        self.file, self.digest = file, digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.digest.update(data)
+        return data
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
 @contextlib.contextmanager
-def open_raw(raw: Path) -> Iterator[tuple[BinaryIO, Callable[[], int]]]:
+def open_raw(raw: Path, digest=None) -> Iterator[tuple[BinaryIO, Callable[[], int]]]:
     """The decompressed byte stream of ``raw`` (gzip told by its magic bytes, not
-    its name) and a function giving how far into the file on disk it has read."""
+    its name) and a function giving how far into the file on disk it has read.
+
+    ``digest`` (a hashlib object): updated with the file's bytes on disk as
+    the stream is read, so a whole read also hashes the file.
+    """
     try:
         file = open(raw, "rb")
     except OSError as exc:
         raise PipelineError(f"{raw}: cannot read ({exc.strerror})") from None
     with file:
-        stream = gzip.GzipFile(fileobj=file) if file.read(2) == b"\x1f\x8b" else file
+        gzipped = file.read(2) == b"\x1f\x8b"
         file.seek(0)
-        yield stream, file.tell
+        source = _Digesting(file, digest) if digest is not None else file
+        yield (gzip.GzipFile(fileobj=source) if gzipped else source), file.tell
 
 
 def detect_format(raw: Path) -> str:

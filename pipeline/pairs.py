@@ -52,8 +52,11 @@ from pipeline.contracts import (
     RELATIONS,
     VOCAB,
     VOCAB_SCHEMA,
+    lineage_id,
+    made_by,
     require,
     stamped,
+    stamps,
 )
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
@@ -66,7 +69,6 @@ DEFAULT_REQUIRE_TITLE = True
 ROW_GROUP_ROWS = 1 << 20  # rows per row group of pairs.parquet and vocab.parquet
 PHASES = ("count", "dictionary", "group", "vocab", "pairs")
 FILTERS = ("no_title", "few_also_bought", "no_relation")  # checked in this order
-MADE_BY = "python -m pipeline parse"
 
 _HIGH = 1 << 32  # pair key = lo * _HIGH + hi
 _SHIFT = {name: 4**i for i, name in enumerate(RELATIONS)}  # 2-bit count per relation
@@ -92,7 +94,9 @@ def build_pairs(
     if min_also_bought < 0:
         raise PipelineError(f"min_also_bought must be >= 0, got {min_also_bought}")
     products = data_dir / PRODUCTS
-    require(products, PRODUCTS_SCHEMA, MADE_BY)
+    products_id = stamps(require(products, PRODUCTS_SCHEMA)).get("products_id", "")
+    pairs_id = lineage_id("pairs", products_id, weights, min_also_bought, require_title)
+    lineage = {"pairs_id": pairs_id, "products_id": products_id}
     started = time.perf_counter()
     phase_seconds: dict[str, float] = {}
     phase_peak: dict[str, float] = {}  # peak RSS so far at the end of each phase
@@ -128,7 +132,7 @@ def build_pairs(
             vocab = vocabulary(grouped, asins, products)
             table = vocab.select(VOCAB_SCHEMA.names).to_arrow()
             pq.write_table(
-                table.cast(stamped(VOCAB_SCHEMA, "pairs")),
+                table.cast(stamped(VOCAB_SCHEMA, "pairs", **lineage)),
                 vocab_tmp,
                 row_group_size=ROW_GROUP_ROWS,
                 compression="zstd",
@@ -142,7 +146,7 @@ def build_pairs(
             )
             remapped(grouped, vocab, weights).sink_parquet(
                 pairs_tmp,
-                arrow_schema=stamped(PAIRS_SCHEMA, "pairs"),
+                arrow_schema=stamped(PAIRS_SCHEMA, "pairs", **lineage),
                 row_group_size=ROW_GROUP_ROWS,
                 compression="zstd",
                 engine=_ENGINE,
@@ -154,6 +158,7 @@ def build_pairs(
             {
                 "min_also_bought": min_also_bought,
                 "require_title": require_title,
+                **lineage,
                 "phase_seconds": phase_seconds,
                 "phase_peak_rss_mb": phase_peak,
                 "seconds": round(seconds, 2),
@@ -304,7 +309,7 @@ def vocabulary(grouped: Path, asins: pl.Series, products: Path) -> pl.DataFrame:
         .select("id", "asin", "degree", "title", "code", pl.col("in_catalog").fill_null(False))
     )
     if vocab.height != degrees.height:
-        raise PipelineError(f"{products}: asins are not distinct; rerun `{MADE_BY}`")
+        raise PipelineError(f"{products}: asins are not distinct; rerun `{made_by(products)}`")
     return vocab
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import hashlib
 import json
 import multiprocessing
 import os
@@ -24,7 +25,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contracts import PARSE_STATS, PRODUCTS, PRODUCTS_SCHEMA, REJECTS, stamped
+from pipeline.contracts import (
+    PARSE_STATS,
+    PRODUCTS,
+    PRODUCTS_SCHEMA,
+    REJECTS,
+    lineage_id,
+    stamped,
+)
 from pipeline.decode import Reject, decode_block, preview
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, write_json
@@ -72,6 +80,7 @@ def parse(
         raise RuntimeError(f"line accounting is off: {tally}")
     stats = {
         "raw": str(raw),
+        "raw_bytes": raw.stat().st_size,
         "format": fmt,
         **tally,
         "seconds": round(seconds, 2),
@@ -106,8 +115,9 @@ def _write(
     seen: set[str] = set()
     pending: list[pa.RecordBatch] = []
     schema = stamped(PRODUCTS_SCHEMA, "parse")
+    digest = hashlib.sha256()
     with (
-        open_raw(raw) as (stream, position),
+        open_raw(raw, digest) as (stream, position),
         pq.ParquetWriter(
             products_path, schema, compression="zstd", use_dictionary=DICTIONARY_COLUMNS
         ) as writer,
@@ -130,6 +140,11 @@ def _write(
             bar.update(position() - bar.n)
         if pending:
             writer.write_table(pa.Table.from_batches(pending, schema))
+        tally["raw_sha256"] = digest.hexdigest()
+        tally["products_id"] = lineage_id("parse", tally["raw_sha256"], fmt)
+        writer.add_key_value_metadata(
+            {"raw_sha256": tally["raw_sha256"], "products_id": tally["products_id"]}
+        )
     tally["rejected_by_reason"] = dict(sorted(by_reason.items()))
     return tally
 

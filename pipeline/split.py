@@ -52,8 +52,12 @@ from pipeline.contracts import (
     VAL_SCHEMA,
     VOCAB,
     VOCAB_SCHEMA,
+    check_lineage,
+    lineage_id,
+    made_by,
     require,
     stamped,
+    vocabulary_size,
 )
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, write_json
@@ -70,7 +74,6 @@ ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
 MAX_ROUNDS = 100
 MIN_CHUNK = 65_536  # candidates checked at once when topping up
 REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
-MADE_BY = "python -m pipeline pairs"
 
 
 def split(
@@ -98,11 +101,14 @@ def split(
         raise PipelineError(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
         )
-    pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA, MADE_BY)
-    vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA, MADE_BY)
+    pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
+    vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
+    pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)
+    split_id = lineage_id("split", pairs_id, val_prop, int(seed), negatives)
+    lineage = {"pairs_id": pairs_id, "split_id": split_id}
     started = time.perf_counter()
 
-    n_products = _vocabulary_size(vocab_file, data_dir / VOCAB)
+    n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
     src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
     n_pairs = len(keys)
     n_val = validation_size(n_pairs, val_prop)
@@ -132,7 +138,7 @@ def split(
     sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
     del occurrences, deck, keys
 
-    val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives)
+    val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
     val = _val_table(
         val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products, val_schema
     )
@@ -143,7 +149,8 @@ def split(
         atomic_output(data_dir / VAL) as val_tmp,
         progress(len(train_rows) + val.num_rows, "rows", "split write", quiet) as bar,
     ):
-        _write_train(train_tmp, src, dst, weight, relations, train_rows, bar)
+        train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
+        _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
         _write_table(val_tmp, val, val_schema, bar)
 
     seconds = time.perf_counter() - started
@@ -167,6 +174,7 @@ def split(
         "rounds": sampling["rounds"],
         "val_prop": val_prop,
         "seed": int(seed),
+        **lineage,
         "row_group_rows": ROW_GROUP_ROWS,
         "seconds": round(seconds, 2),
         "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
@@ -273,14 +281,6 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
-def _vocabulary_size(vocab_file: pq.ParquetFile, path: Path) -> int:
-    """V, after checking that the vocabulary ids are 0..V-1 in order."""
-    ids = vocab_file.read(columns=["id"]).column(0).to_numpy()
-    if not np.array_equal(ids, np.arange(len(ids), dtype=ids.dtype)):
-        raise PipelineError(f"{path}: ids are not 0..{len(ids) - 1} in order; rerun `{MADE_BY}`")
-    return len(ids)
-
-
 def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[np.ndarray, ...]:
     """src, dst, weight, relations and keys (src * V + dst), sorted by key; checked.
 
@@ -293,10 +293,11 @@ def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[n
     )
     if src.min() < 0 or dst.max() >= n_products:
         raise PipelineError(
-            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; rerun `{MADE_BY}`"
+            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; "
+            f"rerun `{made_by(path)}`"
         )
     if np.any(src >= dst):
-        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{MADE_BY}`")
+        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{made_by(path)}`")
     keys = src.astype(np.int64) * n_products + dst
     if np.any(keys[1:] <= keys[:-1]):  # not sorted by (src, dst): sort (and then find repeats)
         order = np.argsort(keys, kind="stable")
@@ -305,7 +306,7 @@ def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[n
         )
         del order
         if np.any(keys[1:] == keys[:-1]):
-            raise PipelineError(f"{path}: repeated pairs; rerun `{MADE_BY}`")
+            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
     return src, dst, weight, relations, keys
 
 
@@ -365,10 +366,10 @@ def _write_train(
     weight: np.ndarray,
     relations: np.ndarray,
     rows: np.ndarray,
+    schema: pa.Schema,
     bar,
 ) -> None:
     """Write the pairs at ``rows``, in that order, one row group per ROW_GROUP_ROWS."""
-    schema = stamped(TRAIN_SCHEMA, "split")
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for start in range(0, len(rows), ROW_GROUP_ROWS):
             take = rows[start : start + ROW_GROUP_ROWS]

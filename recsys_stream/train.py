@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.contracts import TRAIN, TRAIN_SCHEMA, VAL, VAL_SCHEMA, VOCAB, VOCAB_SCHEMA, require
+from pipeline.contracts import stamped
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, write_json
 from pipeline.memory import peak_rss_mb
@@ -29,13 +29,13 @@ from pipeline.progress import progress
 from recsys_stream import evaluate, heap, runs, smoothing
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import DistinctRows, LazyAdam, gradients
+from recsys_stream.inputs import TrainingData, open_training_data
 from recsys_stream.models import MF, MFBias, build_model
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.schedule import learning_rate
 from recsys_stream.stream import PairStream
 from recsys_stream.threads import ThreadTuner
 
-SPLIT = "python -m pipeline split"
 METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "auc_all", "auc_seen", "samples_per_s"]
 
 
@@ -66,40 +66,29 @@ def train(
 
 
 def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
-    data_dir = Path(data_dir)
-    train_file = require(data_dir / TRAIN, TRAIN_SCHEMA, SPLIT)
-    val_file = require(data_dir / VAL, VAL_SCHEMA, SPLIT)
-    vocab_size = require(
-        data_dir / VOCAB, VOCAB_SCHEMA, "python -m pipeline pairs"
-    ).metadata.num_rows
-    if train_file.metadata.num_rows == 0:
-        raise PipelineError(f"{data_dir / TRAIN}: no pairs to train on")
-    check_memory(vocab_size, config)
-    out = runs.run_dir(data_dir, name or config.name)
+    data = open_training_data(data_dir)
+    check_memory(data.vocab_size, config)
+    out = runs.run_dir(data.directory, name or config.name)
     out.mkdir(parents=True, exist_ok=True)
-    vocab_hash = runs.file_sha256(data_dir / VOCAB)
-
-    degree = train_degree(train_file, vocab_size)
-    max_weight = max(rg.column(2).statistics.max for rg in _row_groups(train_file))
+    vocab_hash = runs.file_sha256(data.vocab)
     stream = PairStream(
-        data_dir / TRAIN,
+        data.train,
         config.batch_size,
-        NegativeSampler(degree, config.negative_power),
+        NegativeSampler(data.degree, config.negative_power),
         config.negatives,
         config.seed,
         config.shuffle_groups,
-        max_weight=max_weight if config.labels == "continuous" else None,
+        max_weight=data.max_weight if config.labels == "continuous" else None,
     )
-    val = evaluate.Validation.load(data_dir / VAL)
-    probe = val.sample(config.eval_sample, config.seed)
-    model = build_model(config.model, vocab_size, config.dim, config.init_std, config.seed)
-    steps_per_epoch = math.ceil(train_file.metadata.num_rows / config.batch_size)
+    probe = data.val.sample(config.eval_sample, config.seed)
+    model = build_model(config.model, data.vocab_size, config.dim, config.init_std, config.seed)
+    steps_per_epoch = math.ceil(data.train_rows / config.batch_size)
     tuner = ThreadTuner(threads)
     state = _fit(
         model, stream, probe, config, steps_per_epoch, out, vocab_hash, resume, quiet, tuner
     )
-    summary = _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir)
-    summary["negative_protocol"] = negative_protocol(val_file)
+    summary = _finish(model, config, data, vocab_hash, state, out)
+    summary["negative_protocol"] = data.negative_protocol
     summary["steps_by_threads"] = {str(n): steps for n, steps in tuner.steps_at.items()}
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["peak_rss_mb"] = peak_rss_mb()
@@ -167,26 +156,6 @@ def _available_memory() -> int | None:
     except OSError:
         pass
     return None
-
-
-def negative_protocol(val: pq.ParquetFile) -> str:
-    """How the split drew the val negatives (``split --negatives``), from val.parquet."""
-    metadata = val.schema_arrow.metadata or {}
-    return metadata.get(b"negatives", b"unrecorded").decode()
-
-
-def _row_groups(parquet: pq.ParquetFile):
-    return (parquet.metadata.row_group(i) for i in range(parquet.num_row_groups))
-
-
-def train_degree(parquet: pq.ParquetFile, vocab_size: int) -> np.ndarray:
-    """Pairs each product is in, in train: one pass, a row group at a time."""
-    degree = np.zeros(vocab_size, dtype=np.int64)
-    for index in range(parquet.num_row_groups):
-        group = parquet.read_row_group(index, columns=["src", "dst"])
-        for column in ("src", "dst"):
-            degree += np.bincount(group.column(column).to_numpy(), minlength=vocab_size)
-    return degree
 
 
 def _train_epoch(
@@ -272,19 +241,20 @@ def _restore(
     return {key: saved[key] for key in keys}
 
 
-def _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data_dir) -> dict:
+def _finish(model, config, data, vocab_hash, state, out) -> dict:
     """Smooth the embeddings, score the whole validation set and write the run's final files.
 
     The AUC of the unsmoothed embeddings goes to the summary too, to show what
     smoothing adds; everything else (scores, curves, model.pt, embeddings)
     is of the smoothed model, the one ``similar`` loads.
     """
+    val = data.val
     unsmoothed_auc = evaluate.auc(val.label, evaluate.scores(model, val.src, val.dst))
     weight = model.embedding.weight
     with torch.no_grad():
-        weight.copy_(smoothing.smooth(weight, data_dir / TRAIN, degree, config.smoothing))
+        weight.copy_(smoothing.smooth(weight, data.train, data.degree, config.smoothing))
     score = evaluate.scores(model, val.src, val.dst)
-    popular = evaluate.popularity_scores(degree, val)
+    popular = evaluate.popularity_scores(data.degree, val)
     seen = val.seen
     table = evaluate.precision_recall_table(val.label, score)
     _write_columns(out / runs.PR, table)
@@ -295,12 +265,14 @@ def _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data
             "model": config.model,
             "state_dict": model.state_dict(),
             "config": config.to_dict(),
-            "vocab_size": vocab_size,
+            "vocab_size": data.vocab_size,
             "vocab_sha256": vocab_hash,
+            "pairs_id": data.pairs_id,
+            "split_id": data.split_id,
         },
         out / runs.MODEL,
     )
-    write_embeddings(model, data_dir / VOCAB, out / runs.EMBEDDINGS)
+    write_embeddings(model, data, out / runs.EMBEDDINGS)
     return {
         "run": out.name,
         "auc_all": evaluate.auc(val.label, score),
@@ -318,7 +290,8 @@ def _finish(model, config, val, degree, vocab_size, vocab_hash, state, out, data
         "epoch_start_lr": state["epoch_start_lr"],
         "val_rows": len(val.label),
         "val_seen_rows": int(seen.sum()),
-        "vocab_size": vocab_size,
+        "vocab_size": data.vocab_size,
+        "split_id": data.split_id,
         "config": config.to_dict(),
     }
 
@@ -337,17 +310,24 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def write_embeddings(model: MF, vocab_path: Path, path: Path, rows_per_group: int = 65_536) -> None:
+def write_embeddings(
+    model: MF, data: TrainingData, path: Path, rows_per_group: int = 65_536
+) -> None:
     """embeddings.parquet: id, asin, vector (and bias for MFBias), a row group at a time."""
     weight = model.embedding.weight.detach().numpy()
     bias = model.bias.weight.detach().numpy()[:, 0] if isinstance(model, MFBias) else None
-    vocab = pq.ParquetFile(vocab_path)
+    vocab = pq.ParquetFile(data.vocab)
     fields = [
         ("id", pa.int32()),
         ("asin", pa.string()),
         ("vector", pa.list_(pa.float32(), weight.shape[1])),
     ]
-    schema = pa.schema(fields + ([("bias", pa.float32())] if bias is not None else []))
+    schema = stamped(
+        pa.schema(fields + ([("bias", pa.float32())] if bias is not None else [])),
+        "train",
+        pairs_id=data.pairs_id,
+        split_id=data.split_id,
+    )
     with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in vocab.iter_batches(rows_per_group, columns=["id", "asin"]):
             ids = batch.column(0).to_numpy()

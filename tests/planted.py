@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 
 from pipeline.contracts import TRAIN_SCHEMA, VAL_SCHEMA, VOCAB_SCHEMA, stamped
 
+LINEAGE = {"pairs_id": "planted-pairs", "split_id": "planted-split"}
+
 
 def write_planted(
     out: Path,
@@ -61,7 +63,9 @@ def write_planted(
         }
     )
     pq.write_table(
-        vocab.cast(stamped(VOCAB_SCHEMA, "pairs")), out / "vocab.parquet", row_group_size=row_group
+        vocab.cast(stamped(VOCAB_SCHEMA, "pairs", **LINEAGE)),
+        out / "vocab.parquet",
+        row_group_size=row_group,
     )
     train = pa.table(
         {
@@ -72,7 +76,9 @@ def write_planted(
         }
     )
     pq.write_table(
-        train.cast(stamped(TRAIN_SCHEMA, "split")), out / "train.parquet", row_group_size=row_group
+        train.cast(stamped(TRAIN_SCHEMA, "split", **LINEAGE)),
+        out / "train.parquet",
+        row_group_size=row_group,
     )
     v_src = np.concatenate([src[:n_val], neg[:, 0].astype(np.int32)])
     v_dst = np.concatenate([dst[:n_val], neg[:, 1].astype(np.int32)])
@@ -86,6 +92,6 @@ def write_planted(
         }
     )
     # Negatives uniform over the products: the ``products`` protocol's kind.
-    val_schema = stamped(VAL_SCHEMA, "split", negatives="products")
+    val_schema = stamped(VAL_SCHEMA, "split", negatives="products", **LINEAGE)
     pq.write_table(val.cast(val_schema), out / "val.parquet")
     return out

@@ -198,8 +198,8 @@ def test_empty_result(tmp_path):
     stats = build_pairs(data, quiet=True)
     assert (stats["kept"], stats["pairs"], stats["vocabulary"]) == (0, 0, 0)
     assert stats["weight_histogram"] == {}
-    require(data / "vocab.parquet", VOCAB_SCHEMA, "x")
-    require(data / "pairs.parquet", PAIRS_SCHEMA, "x")
+    require(data / "vocab.parquet", VOCAB_SCHEMA)
+    require(data / "pairs.parquet", PAIRS_SCHEMA)
     assert pq.read_table(data / "pairs.parquet").num_rows == 0
 
 
@@ -296,8 +296,8 @@ def test_outputs_are_stamped_and_row_groups_bounded(tmp_path, monkeypatch):
     data = write_products(tmp_path / "d", random_catalog(seed=5))
     stats = build_pairs(data, quiet=True)
     for name, schema in (("vocab.parquet", VOCAB_SCHEMA), ("pairs.parquet", PAIRS_SCHEMA)):
-        parquet = require(data / name, schema, "x")
-        assert parquet.schema_arrow.metadata[b"format_version"] == b"1"
+        parquet = require(data / name, schema)
+        assert parquet.schema_arrow.metadata[b"format_version"] == b"2"
         assert parquet.schema_arrow.metadata[b"stage"] == b"pairs"
         groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
         assert max(groups) <= 1000
@@ -335,12 +335,18 @@ def test_missing_products_file(tmp_path):
 
 def test_wrong_schema(tmp_path):
     pq.write_table(pa.table({"asin": ["A"], "title": ["t"]}), tmp_path / "products.parquet")
+    with pytest.raises(PipelineError, match="no format_version stamp, not written by"):
+        build_pairs(tmp_path, quiet=True)
+    table = pa.table({"asin": ["A"], "title": ["t"]}).cast(
+        stamped(pa.schema([("asin", pa.string()), ("title", pa.string())]), "parse")
+    )
+    pq.write_table(table, tmp_path / "products.parquet")
     with pytest.raises(PipelineError, match="missing columns line, brand, price"):
         build_pairs(tmp_path, quiet=True)
     schema = PRODUCTS_SCHEMA.set(
         PRODUCTS_SCHEMA.get_field_index("also_bought"), pa.field("also_bought", pa.string())
     )
-    pq.write_table(schema.empty_table(), tmp_path / "products.parquet")
+    pq.write_table(stamped(schema, "parse").empty_table(), tmp_path / "products.parquet")
     with pytest.raises(PipelineError, match="also_bought is string, expected list"):
         build_pairs(tmp_path, quiet=True)
 

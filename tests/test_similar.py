@@ -27,7 +27,13 @@ def runs(tmp_path_factory):
         train(
             data,
             TrainConfig(
-                model=model, epochs=1, batch_size=128, eval_every=50, eval_sample=500, lr=0.05
+                model=model,
+                labels="binary",
+                epochs=1,
+                batch_size=128,
+                eval_every=50,
+                eval_sample=500,
+                lr=0.05,
             ),
             quiet=True,
         )

@@ -18,12 +18,13 @@ from recsys_stream import smoothing, tables
 from recsys_stream import stream as stream_module
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import LazyAdam, gradients
+from recsys_stream.inputs import open_training_data
 from recsys_stream.models import build_model
 from recsys_stream.runs import load_model
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.schedule import learning_rate
 from recsys_stream.stream import PairStream
-from recsys_stream.train import train, train_degree
+from recsys_stream.train import train
 
 FAST = dict(epochs=2, lr=0.05, batch_size=256, eval_every=20, eval_sample=2000)
 
@@ -328,6 +329,6 @@ def test_smoothing_changes_only_the_final_vectors(planted):
     assert smooth["auc_all"] > smooth["auc_all_unsmoothed"]  # clusters: neighbours agree
     raw = load_model(planted / "runs" / "plain")[0].embedding.weight
     final = load_model(planted / "runs" / "smooth")[0].embedding.weight
-    degree = train_degree(pq.ParquetFile(planted / "train.parquet"), 1500)
+    degree = open_training_data(planted).degree
     expected = smoothing.smooth(raw, planted / "train.parquet", degree, TrainConfig().smoothing)
     assert torch.equal(final, expected)

@@ -5,7 +5,7 @@
 Builds the dataset through the real stages (as bench_train) and a twin that
 differs only in its val negatives: ``split --negatives products`` (the
 reference's protocol) and ``--negatives occurrences`` (degree-matched). The
-twins' train.parquet are byte-identical (checked), so every method is
+twins' train.parquet hold the same rows (checked), so every method is
 fitted once and scored under both protocols on the same val positives.
 
 - The project's four variants at their defaults, one fresh process each, for
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 import pyarrow.parquet as pq
 
 from recsys_stream import evaluate
+from recsys_stream.inputs import open_training_data
 from recsys_stream.runs import load_model
-from recsys_stream.train import train_degree
 
 PROTOCOLS = ("products", "occurrences")
 ALS_GRID = {"factors": (32, 64), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
@@ -63,7 +63,7 @@ def twin(data: Path) -> Path:
             os.link(data / name, other / name)
         command = ["-m", "pipeline", "split", str(other), "--negatives", "occurrences", "--quiet"]
         subprocess.run([sys.executable, *command], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    if (data / "train.parquet").read_bytes() != (other / "train.parquet").read_bytes():
+    if not pq.read_table(data / "train.parquet").equals(pq.read_table(other / "train.parquet")):
         sys.exit(f"{data} and {other} hold different train pairs")
     return other
 
@@ -99,8 +99,7 @@ def ours(data: Path, vals: dict, variant: str, seed: int) -> dict:
 
 
 def popularity(data: Path, vals: dict) -> dict:
-    parquet = pq.ParquetFile(data / "train.parquet")
-    degree = train_degree(parquet, pq.ParquetFile(data / "vocab.parquet").metadata.num_rows)
+    degree = open_training_data(data).degree
     return {
         "method": "popularity",
         "config": "degree x degree",

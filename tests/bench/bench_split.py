@@ -59,14 +59,14 @@ def write_inputs(out: Path, n_pairs: int, n_products: int, seed: int) -> None:
     rng = np.random.default_rng(seed + 1)
     relations = rng.integers(1, 16, n_pairs, dtype=np.uint8)
     weight = (relations & 1) * 1.0 + ((relations >> 1) & 1) * 0.5 + 0.25
-    pairs_schema = stamped(PAIRS_SCHEMA, "pairs")
+    pairs_schema = stamped(PAIRS_SCHEMA, "pairs", pairs_id="bench")
     table = pa.table([src, dst, weight.astype(np.float32), relations], schema=pairs_schema)
     pq.write_table(table, out / PAIRS, row_group_size=1 << 20, compression="zstd")
     ids = pa.array(np.arange(n_products, dtype=np.int32))
     asin = pc.binary_join_element_wise("B", pc.utf8_lpad(pc.cast(ids, pa.string()), 9, "0"), "")
     degree = np.bincount(src, minlength=n_products) + np.bincount(dst, minlength=n_products)
     title = pa.nulls(n_products, pa.string())
-    vocab_schema = stamped(VOCAB_SCHEMA, "pairs")
+    vocab_schema = stamped(VOCAB_SCHEMA, "pairs", pairs_id="bench")
     vocab = pa.table([ids, asin, degree.astype(np.int32), title], schema=vocab_schema)
     pq.write_table(vocab, out / VOCAB, compression="zstd")
 
