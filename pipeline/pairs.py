@@ -34,7 +34,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -59,7 +58,7 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
 
@@ -97,13 +96,14 @@ def build_pairs(
     products_id = stamps(require(products, PRODUCTS_SCHEMA)).get("products_id", "")
     pairs_id = lineage_id("pairs", products_id, weights, min_also_bought, require_title)
     lineage = {"pairs_id": pairs_id, "products_id": products_id}
+    clear_stale_temporaries(data_dir)
     started = time.perf_counter()
     phase_seconds: dict[str, float] = {}
     phase_peak: dict[str, float] = {}  # peak RSS so far at the end of each phase
     # Renames run innermost first: pairs, vocab, then pairs.json, the mark of a whole run.
     with (
         atomic_output(data_dir / PAIRS_STATS) as stats_tmp,
-        tempfile.TemporaryDirectory(prefix=".pairs-work-", dir=data_dir) as work,
+        temporary_folder(data_dir / "pairs-work") as work,
         atomic_output(data_dir / VOCAB) as vocab_tmp,
         atomic_output(data_dir / PAIRS) as pairs_tmp,
         progress(len(PHASES), "phase", "pairs", quiet) as bar,

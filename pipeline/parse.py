@@ -35,7 +35,7 @@ from pipeline.contracts import (
 )
 from pipeline.decode import Reject, decode_block, preview
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, write_json
+from pipeline.files import atomic_output, clear_stale_temporaries, write_json
 from pipeline.formats import FORMATS, detect_format, open_raw
 from pipeline.memory import peak_rss_mb
 from pipeline.normalise import to_batch
@@ -65,6 +65,7 @@ def parse(
     fmt = fmt or detect_format(raw)
     if fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    clear_stale_temporaries(out)
     started = time.perf_counter()
     with (
         atomic_output(out / PRODUCTS) as products_tmp,

@@ -60,7 +60,7 @@ from pipeline.contracts import (
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, write_json
+from pipeline.files import atomic_output, clear_stale_temporaries, write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
 
@@ -101,6 +101,7 @@ def split(
         raise PipelineError(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
         )
+    clear_stale_temporaries(data_dir)
     pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
     vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
     pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)

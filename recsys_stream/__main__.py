@@ -1,35 +1,23 @@
 """``python -m recsys_stream COMMAND ...``: train, report, similar.
 
 Each subcommand parses its arguments and calls a library function; the
-training defaults live in :class:`recsys_stream.config.TrainConfig`.
+training options and their defaults and help come from the fields of
+:class:`recsys_stream.config.TrainConfig`, the models from the registry.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+from pathlib import Path
 
 from pipeline import cli
-from recsys_stream.config import LABELS, MODELS, SCHEDULES, TrainConfig
-
-# TrainConfig fields settable from the command line, with their help.
-_TRAIN_OPTIONS = {
-    "epochs": "passes over train.parquet",
-    "dim": "embedding size",
-    "negatives": "negatives sampled per positive pair",
-    "batch_size": "positive pairs per step (a step sees batch x (1 + negatives) samples)",
-    "lr": "Adam learning rate at the start of each epoch",
-    "l2": "L2 penalty on the embedding rows a batch touches",
-    "init_std": "std of the normal initialisation of the embeddings",
-    "negative_power": "negatives are drawn with probability ~ train degree ** power",
-    "smoothing": "share of the mean of a product's train neighbours in its final vector",
-    "shuffle_groups": "row groups mixed in the shuffle buffer",
-    "eval_every": "steps between learning-curve points",
-    "eval_sample": "validation rows scored for a learning-curve point",
-    "workers": "DataLoader worker processes (0: read in the training process)",
-    "seed": "seed of initialisation, shuffling and sampling",
-}
+from pipeline.errors import PipelineError
+from recsys_stream.config import TrainConfig
+from recsys_stream.models import MODELS
+from recsys_stream.similar import DEFAULT_K
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -54,9 +42,70 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _similar(a: argparse.Namespace) -> None:
-    from recsys_stream.similar import similar_cli
+    from recsys_stream.similar import similar
 
-    similar_cli(a.run, a.asins, a.file, a.k, a.cosine, a.json)
+    asins = list(a.asins)
+    if a.file:
+        try:
+            lines = Path(a.file).read_text().splitlines()
+        except OSError as exc:
+            raise PipelineError(f"{a.file}: cannot read ({exc.strerror})") from None
+        asins += [line.strip() for line in lines if line.strip()]
+    if not asins:
+        raise PipelineError("give at least one ASIN, or --file")
+    result = similar(a.run, asins, a.k, a.cosine)
+    if result.k < result.asked_k:
+        print(
+            f"note: -k {result.asked_k} is more than the other products; showing {result.k}",
+            file=sys.stderr,
+        )
+    if a.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        for answer in result.answers:
+            if answer.error:
+                continue
+            print(f"\n{answer.asin}  {_short(answer.title)}")
+            print(f"{'rank':>4}  {'asin':<12} {'score':>8}  title")
+            for rank, item in enumerate(answer.similar, 1):
+                print(f"{rank:>4}  {item.asin:<12} {item.score:>8.4f}  {_short(item.title)}")
+    if result.unknown:
+        for answer in result.unknown[:-1]:
+            print(f"error: {_unknown(answer)}", file=sys.stderr)
+        raise PipelineError(_unknown(result.unknown[-1]))
+
+
+def _unknown(answer) -> str:
+    hint = f"; close matches: {', '.join(answer.suggestions)}" if answer.suggestions else ""
+    return f"unknown ASIN {answer.query}{hint}"
+
+
+def _short(title: str | None, width: int = 70) -> str:
+    if not title:
+        return "(no title)"
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def _resume(text: str) -> bool | str:
+    if text not in ("yes", "auto"):
+        raise argparse.ArgumentTypeError(f"expected yes or auto, got {text!r}")
+    return True if text == "yes" else "auto"
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with its type, default, choices and help."""
+    for f in dataclasses.fields(TrainConfig):
+        choices = f.metadata.get("choices")
+        if f.name == "model":
+            choices = list(MODELS)
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default,
+            choices=choices,
+            metavar=None if choices else f.name.upper(),
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,23 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m recsys_stream", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    defaults = TrainConfig()
 
     p = commands.add_parser("train", help="train a model on DIR/train.parquet")
     p.add_argument("dir", help="dataset directory (stage 3 outputs)")
-    p.add_argument("--model", choices=MODELS, default=defaults.model)
-    p.add_argument("--labels", choices=LABELS, default=defaults.labels)
-    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    for field, text in _TRAIN_OPTIONS.items():
-        default = getattr(defaults, field)
-        p.add_argument(
-            f"--{field.replace('_', '-')}",
-            type=type(default),
-            default=default,
-            help=f"{text} (default: {default})",
-        )
+    _train_options(p)
     p.add_argument("--name", help="run name (default: MODEL-LABELS)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="yes",
+        default=False,
+        type=_resume,
+        metavar="yes|auto",
+        help="continue from the run's checkpoint; `auto`: only when it was made with the same "
+        "settings, else start afresh (default: start afresh)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -93,15 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("report", help="DIR/report.md with figures, from the runs")
     p.add_argument("dir", help="dataset directory")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(main=_report)
 
     p = commands.add_parser("similar", help="the products nearest to ASIN under a run's model")
     p.add_argument("run", help="run directory (DIR/runs/NAME)")
-    p.add_argument("asins", nargs="*", help="one or more ASINs")
+    p.add_argument("asins", nargs="*", help="one or more ASINs (any case)")
     p.add_argument("--file", help="a file of ASINs, one per line")
-    p.add_argument("-k", type=int, default=10, help="how many (default: 10)")
-    p.add_argument("--cosine", action="store_true", help="cosine similarity of the embeddings")
+    p.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many (default: {DEFAULT_K})")
+    p.add_argument("--cosine", action="store_true", help="cosine similarity of the vectors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(main=_similar)
     return parser

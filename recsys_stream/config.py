@@ -1,64 +1,87 @@
-"""The run configuration: one frozen dataclass, the one place for every default."""
+"""The run configuration: one frozen dataclass, the one place for every default.
+
+Each field carries its help text; the command line builds its options from
+the fields (``python -m recsys_stream train --help`` lists them with their
+defaults), and the config is saved in the run and its checkpoints.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from recsys_stream.models import MODELS
 
-MODELS = ("mf", "mf_bias")
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts")
+STEPS = ("auto", "fused", "autograd")
+
+
+def option(default, help: str, **limits):
+    """A config field with its help text and the range ``__post_init__`` checks.
+
+    ``limits``: ``low`` (inclusive), ``above`` (exclusive), ``high``
+    (inclusive), ``choices``; floats must also be finite.
+    """
+    return field(default=default, metadata={"help": help, **limits})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run; saved in the run and its checkpoints."""
 
-    model: str = "mf_bias"
-    labels: str = "continuous"
-    epochs: int = 5
-    dim: int = 32
-    negatives: int = 5  # sampled negatives per positive pair
-    batch_size: int = 2048  # positive pairs per step; a step sees batch_size * (1 + negatives)
-    # lr and l2 tuned together on the 100k synthetic catalog (AUC all, 5 epochs, MF with
-    # bias binary / continuous): l2 1e-6 gave 0.942 / 0.940, as no l2 at all; 3e-3 with
-    # lr 0.01 gives 0.950 / 0.956 and lifts plain MF from 0.79 / 0.62 to 0.85 / 0.66;
-    # l2 3e-2 collapses the continuous variants to 0.50; lr 0.05 drops plain MF to 0.67 / 0.54.
-    lr: float = 0.02
-    l2: float = 3e-3  # times the mean squared norm of the rows in a batch's samples
-    init_std: float = 0.01  # small: N(0, 1) at dim 128 saturates the sigmoid
-    schedule: str = "cosine-restarts"  # cosine annealing restarted each epoch, as the reference
-    negative_power: float = 0.25  # negatives ~ train degree ** power
-    smoothing: float = 0.9  # share of the neighbours' mean in a product's final vector
-    shuffle_groups: int = 4  # row groups mixed together in the shuffle buffer
-    eval_every: int = 500  # steps between learning-curve points
-    eval_sample: int = 100_000  # val rows scored for a learning-curve point
-    workers: int = 0  # DataLoader worker processes; 0 reads in the training process
-    seed: int = 42
+    model: str = option("mf_bias", "model to train (see `recsys_stream.models.MODELS`)")
+    labels: str = option(
+        "continuous",
+        "binary: BCE on 1/0; continuous: MSE of the sigmoid against targets that carry the "
+        "pair weight (recsys_stream/losses.py)",
+        choices=LABELS,
+    )
+    epochs: int = option(5, "passes over train.parquet", low=1)
+    dim: int = option(32, "embedding size", low=1)
+    negatives: int = option(5, "negatives sampled per positive pair", low=0)
+    batch_size: int = option(
+        2048, "positive pairs per step (a step sees batch x (1 + negatives) samples)", low=1
+    )
+    # lr, l2, negative_power and smoothing were tuned together on the 100k
+    # synthetic catalog under both val-negative protocols (README, Performance:
+    # the tuning grid).
+    lr: float = option(0.02, "Adam learning rate at the start of each epoch", above=0)
+    l2: float = option(3e-3, "L2 penalty on the embedding rows a batch touches", low=0)
+    init_std: float = option(
+        0.01, "std of the normal initialisation (N(0, 1) at dim 128 saturates the sigmoid)", above=0
+    )
+    schedule: str = option(
+        "cosine-restarts",
+        "cosine annealing restarted each epoch (the reference's intent), once over all epochs, "
+        "or constant",
+        choices=SCHEDULES,
+    )
+    negative_power: float = option(
+        0.25, "negatives are drawn with probability ~ train degree ** power", low=0
+    )
+    smoothing: float = option(
+        0.9, "share of the mean of a product's train neighbours in its final vector", low=0, high=1
+    )
+    step: str = option(
+        "auto",
+        "fused (closed-form gradients, for pair layouts), autograd (any model), or auto: fused "
+        "when the model has a layout",
+        choices=STEPS,
+    )
+    shuffle_groups: int = option(4, "row groups mixed in the shuffle buffer", low=1)
+    eval_every: int = option(500, "steps between learning-curve points", low=1)
+    eval_sample: int = option(100_000, "validation rows scored for a learning-curve point", low=1)
+    workers: int = option(0, "DataLoader worker processes (0: read in the training process)", low=0)
+    seed: int = option(42, "seed of initialisation, shuffling and sampling", low=0)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.model in MODELS, f"--model must be one of {', '.join(MODELS)}"),
-            (self.labels in LABELS, f"--labels must be one of {', '.join(LABELS)}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.dim >= 1, "--dim must be at least 1"),
-            (self.negatives >= 0, "--negatives must be 0 or more"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.l2 >= 0, "--l2 must be 0 or more"),
-            (self.init_std > 0, "--init-std must be positive"),
-            (0 <= self.smoothing <= 1, "--smoothing must be between 0 and 1"),
-            (self.eval_every >= 1, "--eval-every must be at least 1"),
-            (self.eval_sample >= 1, "--eval-sample must be at least 1"),
-            (self.shuffle_groups >= 1, "--shuffle-groups must be at least 1"),
-            (self.workers >= 0, "--workers must be 0 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PipelineError(message)
+        if self.model not in MODELS:
+            raise PipelineError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
 
     @property
     def name(self) -> str:
@@ -71,3 +94,23 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def _check(f: dataclasses.Field, value) -> None:
+    """One option's type and range, refused in one line."""
+    flag, limits = f"--{f.name.replace('_', '-')}", f.metadata
+    kind = type(f.default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise PipelineError(f"{flag} must be a {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise PipelineError(f"{flag} must be a finite number, got {value}")
+    if "choices" in limits and value not in limits["choices"]:
+        raise PipelineError(f"{flag} must be one of {', '.join(limits['choices'])}, got {value!r}")
+    if "low" in limits and value < limits["low"]:
+        raise PipelineError(f"{flag} must be at least {limits['low']}, got {value}")
+    if "above" in limits and value <= limits["above"]:
+        raise PipelineError(f"{flag} must be above {limits['above']}, got {value}")
+    if "high" in limits and value > limits["high"]:
+        raise PipelineError(f"{flag} must be at most {limits['high']}, got {value}")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from recsys_stream.models import MF
+from recsys_stream.models import PairModel
 
 SCORE_BYTES = 64 << 20  # a scoring chunk's temporaries: two gathered embeddings and a product
 THRESHOLDS = np.round(np.linspace(0, 1, 101), 2)
@@ -45,10 +45,10 @@ class Validation:
 
 
 @torch.no_grad()
-def scores(model: MF, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def scores(model: PairModel, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The model's probabilities for the pairs, in chunks of bounded memory."""
     out = np.empty(len(src), dtype=np.float32)
-    chunk = max(1, SCORE_BYTES // (3 * 4 * model.embedding.embedding_dim))
+    chunk = max(1, SCORE_BYTES // (3 * 4 * model.dim))
     for start in range(0, len(src), chunk):
         a = torch.from_numpy(src[start : start + chunk].astype(np.int64))
         b = torch.from_numpy(dst[start : start + chunk].astype(np.int64))

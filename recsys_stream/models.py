@@ -1,56 +1,213 @@
-"""Matrix factorization over one shared product table, as plain torch modules.
+"""The models: plain torch modules behind one protocol, found by name in a registry.
 
-Both models map two id tensors to the probability that the products are a
-pair. They are the definition of the models: the fused training step in
-:mod:`recsys_stream.fused` computes exactly their gradients, faster.
+A model is a ``torch.nn.Module`` subclass of :class:`PairModel` (today's
+models score product pairs; the protocol names its inputs so rating and
+sequence models can join) that
+
+- computes ``logits(a, b)`` for id tensors, and ``forward`` as their sigmoid;
+- names its sparse embedding tables (``tables()``; rows are updated only where
+  a batch touches them) and its dense parameters (``dense()``);
+- says which tables hold product vectors (``vector_tables``: smoothed after
+  training, exported to embeddings.parquet, used by ``similar``) and which
+  per-product bias and global bias it has;
+- when its score is <left[a], right[b]> + bias[a] + bias[b] + global, returns
+  that layout from ``layout()``, and the fused step trains it without
+  autograd; otherwise the autograd step does.
+
+Adding a model is a class and ``@register``; the trainer, the CLI's choices,
+the config's validation, ``similar`` and the contract tests
+(tests/test_models.py) find it in :data:`MODELS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from recsys_stream import tables
 
+MODELS: dict[str, type[PairModel]] = {}
 
-class MF(nn.Module):
+
+def register(cls: type[PairModel]) -> type[PairModel]:
+    """Class decorator: make ``cls`` trainable as ``--model cls.name``."""
+    MODELS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class PairLayout:
+    """The tables of a score <left[a], right[b]> + bias[a] + bias[b] + global_bias."""
+
+    left: nn.Embedding
+    right: nn.Embedding  # the same module as left for a shared table
+    bias: nn.Embedding | None
+    global_bias: nn.Parameter | None
+
+
+def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | None) -> nn.Embedding:
+    """A trainable table on huge pages when large (see :mod:`recsys_stream.tables`).
+
+    ``init`` fills it in place (None keeps zeros, for weights about to be loaded).
+    """
+    table = nn.Embedding.from_pretrained(tables.zeros(rows, width), freeze=False)
+    if init is not None:
+        init(table.weight)
+    return table
+
+
+class PairModel(nn.Module):
+    """The protocol of a model over product pairs; see the module doc."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    inputs: ClassVar[str] = "pairs"  # a batch is anchor ids with their others' ids
+    vector_tables: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, num_products: int, dim: int, init_std: float | None):
+        super().__init__()
+        self.num_products, self.dim = num_products, dim
+        self._init = None if init_std is None else (lambda t: nn.init.normal_(t, std=init_std))
+
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The probability that each (a, b) is a pair."""
+        return torch.sigmoid(self.logits(a, b))
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        """The sparse tables, by name: rows indexed by product id."""
+        return {name: m for name, m in self.named_children() if isinstance(m, nn.Embedding)}
+
+    def dense(self) -> dict[str, nn.Parameter]:
+        """The parameters outside the sparse tables, by name."""
+        in_tables = {id(t.weight) for t in self.tables().values()}
+        return {n: p for n, p in self.named_parameters() if id(p) not in in_tables}
+
+    def layout(self) -> PairLayout | None:
+        """The tables of the fused step's score, or None when the model does not fit it."""
+        return None
+
+    def query_vectors(self) -> torch.Tensor:
+        """(V, d) vectors of products as queries of ``similar``."""
+        return getattr(self, self.vector_tables[0]).weight
+
+    def candidate_vectors(self) -> torch.Tensor:
+        """(V, d) vectors of products as candidates: score = query . candidate + bias."""
+        return getattr(self, self.vector_tables[-1]).weight
+
+    def candidate_bias(self) -> torch.Tensor | None:
+        """(V,) bias a candidate adds to every score, or None."""
+        return None
+
+    def global_offset(self) -> torch.Tensor | float:
+        """What every score has added besides the query's and candidate's terms."""
+        return 0.0
+
+    def exported(self) -> dict[str, torch.Tensor]:
+        """Per-product columns of embeddings.parquet: name to (V, d) or (V,) values."""
+        columns = {"vector": self.query_vectors()}
+        if self.candidate_vectors() is not self.query_vectors():
+            columns["context"] = self.candidate_vectors()
+        if self.candidate_bias() is not None:
+            columns["bias"] = self.candidate_bias()
+        return columns
+
+
+@register
+class MF(PairModel):
     """sigmoid(<e_a, e_b>) with one embedding table shared by both sides."""
 
-    def __init__(self, num_products: int, dim: int, init_std: float | None = 0.01):
-        """``init_std`` None leaves the table zero, for weights about to be loaded."""
-        super().__init__()
-        self.embedding = nn.Embedding.from_pretrained(tables.zeros(num_products, dim), freeze=False)
-        if init_std is not None:
-            nn.init.normal_(self.embedding.weight, std=init_std)
+    name = "mf"
+    help = "matrix factorization, one shared table"
+    vector_tables = ("embedding",)
+
+    def __init__(self, num_products: int, dim: int, init_std: float | None):
+        super().__init__(num_products, dim, init_std)
+        self.embedding = embedding(num_products, dim, self._init)
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (self.embedding(a) * self.embedding(b)).sum(-1)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(a, b))
+    def layout(self) -> PairLayout:
+        return PairLayout(self.embedding, self.embedding, None, None)
 
 
+@register
 class MFBias(MF):
     """sigmoid(<e_a, e_b> + bias_a + bias_b + global bias)."""
 
-    def __init__(self, num_products: int, dim: int, init_std: float | None = 0.01):
+    name = "mf_bias"
+    help = "matrix factorization with a bias per product and a global bias"
+
+    def __init__(self, num_products: int, dim: int, init_std: float | None):
         super().__init__(num_products, dim, init_std)
-        self.bias = nn.Embedding.from_pretrained(tables.zeros(num_products, 1), freeze=False)
+        self.bias = embedding(num_products, 1, None)
         self.global_bias = nn.Parameter(torch.zeros(1))
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         bias = self.bias(a).squeeze(-1) + self.bias(b).squeeze(-1) + self.global_bias
         return super().logits(a, b) + bias
 
+    def layout(self) -> PairLayout:
+        return PairLayout(self.embedding, self.embedding, self.bias, self.global_bias)
 
-MODEL_CLASSES = {"mf": MF, "mf_bias": MFBias}
+    def candidate_bias(self) -> torch.Tensor:
+        return self.bias.weight[:, 0]
+
+    def global_offset(self) -> torch.Tensor:
+        return self.global_bias
 
 
-def build_model(kind: str, num_products: int, dim: int, init_std: float | None, seed: int) -> MF:
-    """A freshly initialised model of ``kind`` ("mf" or "mf_bias"), seeded."""
+@register
+class MFTwoTables(PairModel):
+    """sigmoid(<left_a, right_b> + bias_a + bias_b + global bias): the anchor on the left.
+
+    A second table for the other side, as word2vec's input and output
+    vectors; a check that the protocol and the fused step take more than one
+    shape, in a few lines.
+    """
+
+    name = "mf_two_tables"
+    help = "matrix factorization with separate left (anchor) and right tables and biases"
+    vector_tables = ("left", "right")
+
+    def __init__(self, num_products: int, dim: int, init_std: float | None):
+        super().__init__(num_products, dim, init_std)
+        self.left = embedding(num_products, dim, self._init)
+        self.right = embedding(num_products, dim, self._init)
+        self.bias = embedding(num_products, 1, None)
+        self.global_bias = nn.Parameter(torch.zeros(1))
+
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        bias = self.bias(a).squeeze(-1) + self.bias(b).squeeze(-1) + self.global_bias
+        return (self.left(a) * self.right(b)).sum(-1) + bias
+
+    def layout(self) -> PairLayout:
+        return PairLayout(self.left, self.right, self.bias, self.global_bias)
+
+    def candidate_bias(self) -> torch.Tensor:
+        return self.bias.weight[:, 0]
+
+    def global_offset(self) -> torch.Tensor:
+        return self.global_bias
+
+
+def build_model(
+    kind: str, num_products: int, dim: int, init_std: float | None, seed: int
+) -> PairModel:
+    """A freshly initialised model of the registered ``kind``, seeded.
+
+    ``init_std`` None leaves the tables zero, for weights about to be loaded.
+    """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return MODEL_CLASSES[kind](num_products, dim, init_std)
+        return MODELS[kind](num_products, dim, init_std)
     finally:
         torch.random.set_rng_state(generator_state)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 
 from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, clear_stale_temporaries
 from recsys_stream import runs
 
 FIGURES = "figures"
@@ -33,6 +33,8 @@ def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
         raise PipelineError(f"{data_dir / 'runs'}: no finished run (train one first)")
     figures = data_dir / FIGURES
     figures.mkdir(exist_ok=True)
+    for folder in (data_dir, figures):
+        clear_stale_temporaries(folder)
     drawn = [
         _learning_curves(variants, figures / "learning_curves.png"),
         _precision_recall(variants, figures / "precision_recall.png"),

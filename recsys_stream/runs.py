@@ -1,18 +1,32 @@
-"""A run directory's files, and loading a trained model back from one."""
+"""A run directory: its files, the training state checkpointed in it, loading a model back.
+
+``runs/NAME/`` holds model.pt, checkpoint.pt, metrics.csv, pr.csv, roc.csv,
+summary.json and embeddings.parquet. summary.json is written last: it is
+the mark of a finished run (make's target). A run that starts clears the
+previous run's final files first, so a directory never mixes two runs.
+"""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
 import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import VOCAB
+from pipeline.contracts import EMBEDDINGS, VOCAB, stamped
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, clear_stale_temporaries, require_space
 from recsys_stream.config import TrainConfig
-from recsys_stream.models import MF, build_model
+from recsys_stream.models import PairModel, build_model
 
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
@@ -20,7 +34,93 @@ METRICS = "metrics.csv"
 PR = "pr.csv"
 ROC = "roc.csv"
 SUMMARY = "summary.json"
-EMBEDDINGS = "embeddings.parquet"
+FINAL = (SUMMARY, MODEL, PR, ROC, EMBEDDINGS)  # written at the end of a run
+CHECKPOINT_VERSION = 2  # the layout of checkpoint.pt
+METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "auc_all", "auc_seen", "samples_per_s", "threads"]
+
+
+@dataclass
+class TrainState:
+    """Where training is: saved in every checkpoint, restored by ``--resume``."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0  # time in training steps, over every part of the run
+    wall_seconds: float = 0.0  # wall time of the earlier parts of a resumed run
+    parts: int = 0  # how many times training was started (1 + resumes)
+    history: list[dict] = field(default_factory=list)  # learning-curve points
+    epoch_start_lr: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """A run's directory, the config it trains and the identity of its inputs."""
+
+    directory: Path
+    config: TrainConfig
+    vocab_sha256: str
+    pairs_id: str
+    split_id: str
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def start(self, keep_checkpoint: bool) -> None:
+        """Make the directory and clear what an earlier run left: its final files and
+        temporaries, and its checkpoint and learning curve unless resuming from them."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        clear_stale_temporaries(self.directory)
+        stale = FINAL if keep_checkpoint else (*FINAL, CHECKPOINT, METRICS)
+        for name in stale:
+            self.path(name).unlink(missing_ok=True)
+
+    def save_checkpoint(self, model: PairModel, optimizer: dict, state: TrainState) -> None:
+        save_torch(
+            {
+                "version": CHECKPOINT_VERSION,
+                "config": self.config.to_dict(),
+                "vocab_sha256": self.vocab_sha256,
+                "model": model.state_dict(),
+                "optimizer": optimizer,
+                "state": dataclasses.asdict(state),
+            },
+            self.path(CHECKPOINT),
+        )
+
+    def load_checkpoint(self) -> tuple[dict, str | None]:
+        """The checkpoint and, when it cannot be resumed here, why not."""
+        path = self.path(CHECKPOINT)
+        saved = load_torch(path)
+        if saved.get("version") != CHECKPOINT_VERSION:
+            return saved, "made by another version of recsys-stream"
+        if saved["vocab_sha256"] != self.vocab_sha256:
+            return saved, "made on another vocabulary"
+        previous = TrainConfig.from_dict(saved["config"])
+        changed = [
+            f"{key} {value} -> {self.config.to_dict()[key]}"
+            for key, value in previous.to_dict().items()
+            if key != "epochs" and value != self.config.to_dict()[key]
+        ]
+        return saved, f"made with other settings ({', '.join(changed)})" if changed else None
+
+    def save_model(self, model: PairModel, vocab_size: int) -> None:
+        save_torch(
+            {
+                "model": self.config.model,
+                "state_dict": model.state_dict(),
+                "config": self.config.to_dict(),
+                "vocab_size": vocab_size,
+                "vocab_sha256": self.vocab_sha256,
+                "pairs_id": self.pairs_id,
+                "split_id": self.split_id,
+            },
+            self.path(MODEL),
+        )
 
 
 def run_dir(data_dir: Path, name: str) -> Path:
@@ -41,12 +141,45 @@ def file_sha256(path: Path) -> str:
 
 
 def save_torch(obj: dict, path: Path) -> None:
-    """torch.save, atomically, streamed to the file (no in-memory copy of the state)."""
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save, atomically and streamed to the file (no in-memory copy of the state).
+
+    Saved through a file object, so the zip records are named ``archive/``
+    and not after the temporary file: the same state gives the same bytes.
+    A save that cannot fit is refused before it starts.
+    """
+    require_space(path, _tensor_bytes(obj) + (1 << 20))
+    with atomic_output(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
 
 
-def load_model(run: str | os.PathLike) -> tuple[MF, TrainConfig, dict]:
+def load_torch(path: Path) -> dict:
+    """torch.load of a file this code saved, memory-mapped; one line if it is not one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+    ) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PipelineError(f"{path}: not a readable model file ({reason})") from None
+
+
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(value) for value in obj)
+    return 0
+
+
+def load_model(run: str | os.PathLike) -> tuple[PairModel, TrainConfig, dict]:
     """The trained model of a run, its config and the saved metadata.
 
     Refuses a model whose vocabulary hash differs from the dataset's
@@ -56,12 +189,53 @@ def load_model(run: str | os.PathLike) -> tuple[MF, TrainConfig, dict]:
     path = run / MODEL
     if not path.is_file():
         raise PipelineError(f"{path}: not found (it is made by `python -m recsys_stream train`)")
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = load_torch(path)
     vocab = dataset_of(run) / VOCAB
-    if not vocab.is_file() or file_sha256(vocab) != saved["vocab_sha256"]:
+    if not vocab.is_file() or file_sha256(vocab) != saved.get("vocab_sha256"):
         raise PipelineError(f"{path}: trained on another vocabulary than {vocab}; retrain")
     config = TrainConfig.from_dict(saved["config"])
     model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed)
     model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
     model.eval()
     return model, config, saved
+
+
+def write_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """A CSV of equal-length columns, values rounded to 6 decimals."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows(zip(*(np.round(c, 6).tolist() for c in columns.values())))
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """metrics.csv: the learning-curve points."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_embeddings(
+    model: PairModel, vocab_path: Path, path: Path, lineage: dict, rows_per_group: int = 65_536
+) -> None:
+    """embeddings.parquet: id, asin and the model's exported columns, a row group at a time."""
+    columns = {name: values.detach().numpy() for name, values in model.exported().items()}
+    fields = [("id", pa.int32()), ("asin", pa.string())]
+    for name, values in columns.items():
+        kind = pa.list_(pa.float32(), values.shape[1]) if values.ndim == 2 else pa.float32()
+        fields.append((name, kind))
+    schema = stamped(pa.schema(fields), "train", **lineage)
+    vocab = pq.ParquetFile(vocab_path)
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in vocab.iter_batches(rows_per_group, columns=["id", "asin"]):
+            ids = batch.column(0).to_numpy()
+            arrays = [batch.column(0), batch.column(1)]
+            for values in columns.values():
+                rows = values[ids]
+                arrays.append(
+                    pa.FixedSizeListArray.from_arrays(rows.reshape(-1), rows.shape[1])
+                    if rows.ndim == 2
+                    else pa.array(rows)
+                )
+            writer.write_batch(pa.record_batch(arrays, schema=schema))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 
 class NegativeSampler:
     """Draws product ids with probability proportional to degree ** power."""
@@ -20,7 +22,9 @@ class NegativeSampler:
         weights = np.asarray(degree, dtype=np.float64) ** power
         weights[np.asarray(degree) <= 0] = 0.0
         if not weights.sum() > 0:
-            raise ValueError("no product has a positive degree")
+            raise PipelineError(
+                "no product has a positive train degree: nothing to sample negatives from"
+            )
         self.prob = weights / weights.sum()
         self.cdf = np.cumsum(self.prob)
         self.start = self.cdf - self.prob  # where each id's interval begins
@@ -42,7 +46,7 @@ class NegativeSampler:
         p_lo, p_hi = self.prob[lo], np.where(hi != lo, self.prob[hi], 0.0)
         rest = 1.0 - p_lo - p_hi
         if (rest <= 1e-12).any():
-            raise ValueError("a pair holds all the sampling mass: no negative to draw")
+            raise PipelineError("a pair holds all the sampling mass: no negative to draw")
         u = rng.random((len(anchor), k)) * rest[:, None]
         u += np.where(u >= self.start[lo][:, None], p_lo[:, None], 0.0)
         u += np.where(u >= self.start[hi][:, None], p_hi[:, None], 0.0)

@@ -1,14 +1,17 @@
 """Products similar to a given one, under a trained run's own score.
 
 Exact top-k over the whole vocabulary: queries are answered in batches of
-matrix products, sized so a batch's score matrix stays near 128 MB.
+matrix products, sized so a batch's score matrix stays near 128 MB. The
+score is the model's (``query . candidate + candidate bias``, the logit
+less what is the same for every candidate), so ``similar`` ranks as the
+evaluation scores. The library returns a :class:`Result`; the command line
+prints it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,47 @@ import torch
 
 from pipeline.contracts import VOCAB
 from pipeline.errors import PipelineError
-from recsys_stream.models import MFBias
 from recsys_stream.runs import dataset_of, load_model
 
+DEFAULT_K = 10
 SCORES_PER_BATCH = 1 << 25
 SUGGESTIONS = 5
+
+
+@dataclass
+class Neighbour:
+    asin: str
+    title: str | None
+    score: float  # the model's probability that the two pair (cosine similarity with cosine)
+
+
+@dataclass
+class Answer:
+    """One query: its neighbours best first, or why it has none."""
+
+    query: str  # as asked
+    asin: str | None = None  # the vocabulary's asin it matched (case may differ)
+    title: str | None = None
+    similar: list[Neighbour] = field(default_factory=list)
+    error: str | None = None
+    suggestions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    answers: list[Answer]
+    k: int  # neighbours per answer
+    asked_k: int  # -k as asked; more than k when the vocabulary is smaller
+
+    @property
+    def unknown(self) -> list[Answer]:
+        return [answer for answer in self.answers if answer.error]
+
+    def to_json(self) -> list[dict]:
+        return [
+            {key: value for key, value in asdict(answer).items() if value is not None}
+            for answer in self.answers
+        ]
 
 
 class Index:
@@ -38,7 +77,16 @@ class Index:
         self.asins = self.vocab.read(columns=["asin"]).column("asin")
 
     def ids(self, asins: list[str]) -> np.ndarray:
-        """Vocabulary ids of ``asins``; -1 for unknown ones."""
+        """Vocabulary ids of ``asins``, matched exactly, else in upper or lower case; -1
+        for unknown ones."""
+        ids = self._exact(asins)
+        for change in (str.upper, str.lower):
+            missing = np.flatnonzero(ids < 0)
+            if len(missing):
+                ids[missing] = self._exact([change(asins[i]) for i in missing])
+        return ids
+
+    def _exact(self, asins: list[str]) -> np.ndarray:
         queries = pa.array(asins, pa.string())
         hits = np.flatnonzero(
             pc.is_in(self.asins, value_set=queries).to_numpy(zero_copy_only=False)
@@ -49,7 +97,7 @@ class Index:
     def suggestions(self, asin: str) -> list[str]:
         """Vocabulary asins sharing the longest prefix (of 4+ characters) with ``asin``."""
         for length in range(len(asin) - 1, 3, -1):
-            matches = self.asins.filter(pc.starts_with(self.asins, asin[:length]))
+            matches = self.asins.filter(pc.starts_with(self.asins, asin[:length].upper()))
             if len(matches):
                 return matches.slice(0, SUGGESTIONS).to_pylist()
         return []
@@ -72,108 +120,77 @@ class Index:
     def nearest(self, ids: np.ndarray, k: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best products for each query id, best first, never the query.
 
-        Ranks by logit, which orders as the probability does; a query's own bias and the
-        global bias shift its whole row, so only the candidates' biases enter the ranking
-        and the sigmoid is taken of the k winners alone.
+        Ranks by logit, which orders as the probability does; the query's own
+        terms shift its whole row, so only the candidates' biases enter the
+        ranking, and the sigmoid is taken of the k winners alone.
         """
-        weight = self.model.embedding.weight
-        table = torch.nn.functional.normalize(weight, dim=1) if cosine else weight
-        with_bias = isinstance(self.model, MFBias) and not cosine
-        bias = self.model.bias.weight[:, 0] if with_bias else None
-        k = min(k, len(weight) - 1)
-        batch = max(1, SCORES_PER_BATCH // len(weight))
+        model = self.model
+        queries, candidates = model.query_vectors(), model.candidate_vectors()
+        if cosine:
+            queries = torch.nn.functional.normalize(queries, dim=1)
+            candidates = torch.nn.functional.normalize(candidates, dim=1)
+        bias = None if cosine else model.candidate_bias()
+        k = min(k, len(candidates) - 1)
+        batch = max(1, SCORES_PER_BATCH // len(candidates))
         best_ids, best_scores = [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
         for start in range(0, len(ids), batch):
             query = torch.from_numpy(ids[start : start + batch])
-            scores = table[query] @ table.T
-            if with_bias:
+            scores = queries[query] @ candidates.T
+            if bias is not None:
                 scores += bias
             scores[torch.arange(len(query)), query] = -torch.inf
             top = torch.topk(scores, k, dim=1)
             values = top.values
-            if with_bias:
-                values = values + bias[query][:, None] + self.model.global_bias
+            if not cosine:
+                own = bias[query][:, None] if bias is not None else 0.0
+                values = torch.sigmoid(values + own + model.global_offset())
             best_ids.append(top.indices.numpy())
-            best_scores.append((values if cosine else torch.sigmoid(values)).numpy())
+            best_scores.append(values.numpy())
         return np.concatenate(best_ids), np.concatenate(best_scores)
 
 
 def similar(
-    run: str | os.PathLike, asins: list[str], k: int = 10, cosine: bool = False
-) -> list[dict]:
-    """For each asin: its k most similar products with titles and scores, or why it has none."""
-    if k < 1:
-        raise PipelineError("-k must be at least 1")
+    run: str | os.PathLike, asins: list[str], k: int = DEFAULT_K, cosine: bool = False
+) -> Result:
+    """For each asin: its k most similar products with titles and scores, or why it has none.
+
+    ``k`` larger than the vocabulary less the query is clamped (``Result.k``).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PipelineError(f"-k must be at least 1, got {k!r}")
+    if not asins:
+        raise PipelineError("give at least one ASIN")
     index = Index(run)
     ids = index.ids(asins)
     queries = ids[ids >= 0]
     neighbours, scores = index.nearest(queries, k, cosine)
+    width = neighbours.shape[1]
     query_titles = iter(index.titles(queries))
+    query_asins = iter(index.asins.take(pa.array(queries)).to_pylist())
     found = zip(  # per known query: its neighbours' asins, titles and scores
-        _rows(index.asins.take(pa.array(neighbours.ravel())).to_pylist(), neighbours.shape[1]),
-        _rows(index.titles(neighbours.ravel()), neighbours.shape[1]),
+        _rows(index.asins.take(pa.array(neighbours.ravel())).to_pylist(), width),
+        _rows(index.titles(neighbours.ravel()), width),
         scores.tolist(),
     )
     answers = []
     for asin, product in zip(asins, ids):
         if product < 0:
-            answers.append(
-                {"query": asin, "error": "unknown ASIN", "suggestions": index.suggestions(asin)}
-            )
+            answers.append(Answer(asin, error="unknown ASIN", suggestions=index.suggestions(asin)))
             continue
         similar_asins, titles, row_scores = next(found)
         answers.append(
-            {
-                "query": asin,
-                "title": next(query_titles),
-                "similar": [
-                    {"asin": a, "title": t, "score": round(s, 6)}
+            Answer(
+                asin,
+                asin=next(query_asins),
+                title=next(query_titles),
+                similar=[
+                    Neighbour(a, t, round(s, 6))
                     for a, t, s in zip(similar_asins, titles, row_scores)
                 ],
-            }
+            )
         )
-    return answers
+    return Result(answers, k=width, asked_k=k)
 
 
 def _rows(values: list, width: int) -> list[list]:
     return [values[start : start + width] for start in range(0, len(values), width)]
-
-
-def similar_cli(
-    run: str, asins: list[str], file: str | None, k: int, cosine: bool, as_json: bool
-) -> None:
-    """The ``similar`` command: a readable table per asin, or JSON."""
-    if file:
-        try:
-            asins = asins + [
-                line.strip() for line in Path(file).read_text().splitlines() if line.strip()
-            ]
-        except OSError as exc:
-            raise PipelineError(f"{file}: cannot read ({exc.strerror})") from None
-    if not asins:
-        raise PipelineError("give at least one ASIN, or --file")
-    answers = similar(run, asins, k, cosine)
-    if all("error" in a for a in answers):
-        raise PipelineError("; ".join(_unknown(a) for a in answers))
-    if as_json:
-        print(json.dumps(answers, indent=2, ensure_ascii=False))
-        return
-    for answer in answers:
-        if "error" in answer:
-            print(_unknown(answer), file=sys.stderr)
-            continue
-        print(f"\n{answer['query']}  {_short(answer['title'])}")
-        print(f"{'rank':>4}  {'asin':<12} {'score':>8}  title")
-        for rank, item in enumerate(answer["similar"], 1):
-            print(f"{rank:>4}  {item['asin']:<12} {item['score']:>8.4f}  {_short(item['title'])}")
-
-
-def _unknown(answer: dict) -> str:
-    hint = f"; close matches: {', '.join(answer['suggestions'])}" if answer["suggestions"] else ""
-    return f"unknown ASIN {answer['query']}{hint}"
-
-
-def _short(title: str | None, width: int = 70) -> str:
-    if not title:
-        return "(no title)"
-    return title if len(title) <= width else title[: width - 1] + "…"

@@ -21,16 +21,6 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from recsys_stream.sampling import NegativeSampler
 
-# Continuous labels: a positive's target is POSITIVE_FLOOR + (1 - POSITIVE_FLOOR) x
-# weight / largest weight, a negative's 0. Under plain MF an unrelated pair scores
-# about sigmoid(0) = 0.5, so targets below 0.5 (weight / max alone) ask it to rank
-# true pairs under unrelated ones: MF then stays at AUC 0.50. Measured on the 100k
-# synthetic catalog (5 epochs, defaults), plain MF reached 0.51 with a floor of 0.5,
-# 0.66 with 0.75, 0.82 with 0.9 and 0.86 with 1 (where the weight no longer counts);
-# MF with bias 0.954-0.956 with any of the last three. 0.9 keeps a tenth of the
-# target for the weight.
-POSITIVE_FLOOR = 0.9
-
 
 @dataclass
 class Batch:
@@ -38,7 +28,7 @@ class Batch:
 
     anchor: torch.Tensor  # (B,) int64
     others: torch.Tensor  # (B, 1 + k) int64
-    target: torch.Tensor  # (B, 1 + k) float32: the positive's label, then zeros
+    weight: torch.Tensor  # (B,) float32: each pair's weight (the loss makes targets of it)
 
     def __len__(self) -> int:
         return self.others.numel()
@@ -54,14 +44,11 @@ class PairStream(IterableDataset):
         sampler: NegativeSampler,
         negatives: int,
         seed: int,
-        shuffle_groups: int = 4,
-        max_weight: float | None = None,
+        shuffle_groups: int,
     ):
-        """``max_weight`` set: continuous targets from weight / max_weight (see
-        POSITIVE_FLOOR); else binary targets of 1."""
         self.path = Path(path)
         self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
-        self.seed, self.shuffle_groups, self.max_weight = seed, shuffle_groups, max_weight
+        self.seed, self.shuffle_groups = seed, shuffle_groups
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,7 +65,7 @@ class PairStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = np.random.default_rng([self.seed, self.epoch, worker])
-        columns = ["src", "dst"] + (["weight"] if self.max_weight else [])
+        columns = ["src", "dst", "weight"]
         parquet = pq.ParquetFile(self.path)
         groups = self.row_groups(worker, workers)
         carry = None
@@ -103,10 +90,5 @@ class PairStream(IterableDataset):
         anchor, positive = np.where(flip, dst, src), np.where(flip, src, dst)
         negatives = self.sampler.negatives(rng, anchor, positive, self.negatives)
         others = np.concatenate([positive[:, None], negatives], axis=1)
-        target = np.zeros(others.shape, dtype=np.float32)
-        if self.max_weight:
-            scaled = chunk["weight"][rows] / self.max_weight
-            target[:, 0] = POSITIVE_FLOOR + (1 - POSITIVE_FLOOR) * scaled
-        else:
-            target[:, 0] = 1.0
-        return Batch(torch.from_numpy(anchor), torch.from_numpy(others), torch.from_numpy(target))
+        weight = torch.from_numpy(chunk["weight"][rows])
+        return Batch(torch.from_numpy(anchor), torch.from_numpy(others), weight)

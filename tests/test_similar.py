@@ -61,24 +61,29 @@ def brute_force(run: Path, query: int, k: int, cosine: bool) -> list[int]:
 def test_matches_brute_force(runs, name, cosine, monkeypatch):
     monkeypatch.setattr(similar_module, "SCORES_PER_BATCH", 600)  # several query batches
     queries = [f"P{i:09d}" for i in (0, 5, 17, 123, 299)]
-    answers = similar(runs / name, queries, k=7, cosine=cosine)
+    answers = similar(runs / name, queries, k=7, cosine=cosine).answers
     for query, answer in zip(queries, answers):
-        got = [int(item["asin"][1:]) for item in answer["similar"]]
+        got = [int(item.asin[1:]) for item in answer.similar]
         assert len(got) == len(set(got)) == 7
         assert int(query[1:]) not in got
-        scores = [item["score"] for item in answer["similar"]]
+        scores = [item.score for item in answer.similar]
         assert scores == sorted(scores, reverse=True)
         assert got == brute_force(runs / name, int(query[1:]), 7, cosine)
-        assert answer["title"].startswith(f"product {int(query[1:])} ")
-        for item in answer["similar"]:  # titles come from several vocabulary row groups
-            assert item["title"].startswith(f"product {int(item['asin'][1:])} ")
+        assert answer.title.startswith(f"product {int(query[1:])} ")
+        for item in answer.similar:  # titles come from several vocabulary row groups
+            assert item.title.startswith(f"product {int(item.asin[1:])} ")
 
 
-def test_unknown_asins(runs):
-    answers = similar(runs / "mf-binary", ["P000000001", "P0000001ZZ"], k=3)
-    assert "similar" in answers[0]
-    assert answers[1]["error"] == "unknown ASIN"
-    assert answers[1]["suggestions"][0].startswith("P0000001")
+def test_unknown_asins_lower_case_and_a_large_k(runs):
+    result = similar(runs / "mf-binary", ["P000000001", "P0000001ZZ", "p000000002"], k=3)
+    known, unknown, lower = result.answers
+    assert len(known.similar) == 3 and known.error is None
+    assert unknown.error == "unknown ASIN" and unknown.suggestions[0].startswith("P0000001")
+    assert lower.asin == "P000000002" and len(lower.similar) == 3  # any case finds it
+    assert result.unknown == [unknown]
+    clamped = similar(runs / "mf-binary", ["P000000001"], k=1000)
+    assert (clamped.k, clamped.asked_k) == (299, 1000)  # every product but the query
+    assert len(clamped.answers[0].similar) == 299
     with pytest.raises(PipelineError, match="-k must be at least 1"):
         similar(runs / "mf-binary", ["P000000001"], k=0)
 
@@ -105,3 +110,23 @@ def test_cli_table_json_file_and_errors(runs, tmp_path):
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == "error: unknown ASIN NOPE12345X"
     assert run_cli(tmp_path / "missing-run", "P000000003").returncode == 2
+
+
+def test_cli_a_mix_of_known_and_unknown_answers_the_known_and_fails(runs):
+    run = runs / "mf_bias-binary"
+    mixed = run_cli(run, "P000000003", "NOPE", "p000000004", "ALSONOPE", "-k", "2")
+    assert mixed.returncode == 2
+    assert mixed.stdout.count("\n   ") == 4  # two answers of two
+    assert mixed.stderr.splitlines() == ["error: unknown ASIN NOPE", "error: unknown ASIN ALSONOPE"]
+    machine = run_cli(run, "P000000003", "NOPE", "--json", "-k", "2")
+    assert machine.returncode == 2
+    answers = json.loads(machine.stdout)
+    assert answers[1] == {
+        "query": "NOPE",
+        "error": "unknown ASIN",
+        "similar": [],
+        "suggestions": [],
+    }
+    clamped = run_cli(run, "P000000003", "-k", "5000")
+    assert clamped.returncode == 0
+    assert clamped.stderr.strip() == "note: -k 5000 is more than the other products; showing 299"

@@ -8,9 +8,11 @@ from planted import write_planted
 
 from recsys_stream import threads
 from recsys_stream.config import TrainConfig
-from recsys_stream.fused import DistinctRows, LazyAdam, gradients
+from recsys_stream.losses import LOSSES
 from recsys_stream.models import build_model
 from recsys_stream.runs import load_model
+from recsys_stream.steps import FusedStep
+from recsys_stream.stream import Batch
 from recsys_stream.threads import ThreadTuner
 from recsys_stream.train import train
 
@@ -81,16 +83,14 @@ def test_the_step_gives_the_same_bits_on_one_and_two_threads():
     generator = torch.Generator().manual_seed(0)
     anchor = torch.randint(0, 5000, (2048,), generator=generator)
     others = torch.randint(0, 5000, (2048, 6), generator=generator)
-    target = torch.rand(2048, 6, generator=generator)
+    batch = Batch(anchor, others, torch.rand(2048, generator=generator))
     results = []
     for count in (1, 2):
         torch.set_num_threads(count)
         model = build_model("mf_bias", 5000, 32, init_std=0.1, seed=1)
-        optimizer = LazyAdam(model)
-        distinct = DistinctRows(5000)
+        step = FusedStep(model, LOSSES["continuous"], 1e-3, 1.0)
         for _ in range(3):
-            grads = gradients(model, anchor, others, target, False, 1e-3, distinct)
-            optimizer.step(grads, 0.01)
+            step(batch, 0.01)
         results.append([t.clone() for t in model.state_dict().values()])
     for one, two in zip(*results):
         assert torch.equal(one, two)

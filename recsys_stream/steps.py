@@ -1,0 +1,144 @@
+"""The training step, behind one interface: ``step(batch, lr) -> loss``.
+
+Two implementations of the same objective (:func:`recsys_stream.losses.objective`);
+both return the batch's mean loss without the L2 term:
+
+- :class:`FusedStep`, for models whose score is a pair layout: closed-form
+  gradients and a lazy Adam on the touched rows (:mod:`recsys_stream.fused`);
+  its cost does not depend on the vocabulary size.
+- :class:`AutogradStep`, for any model: ``loss.backward()`` through the
+  model's ``logits``, the same lazy Adam on the sparse tables' touched rows
+  (their gradients come sparse from ``nn.Embedding(sparse=True)``) and AdamW
+  on the dense parameters. Slower, general.
+
+:func:`make_step` picks the fused one when the model has a layout, unless
+told otherwise. Both hold their optimizer state, saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pipeline.errors import PipelineError
+from recsys_stream.config import TrainConfig
+from recsys_stream.fused import DistinctRows, LazyAdam, gradients, layout_parameters
+from recsys_stream.losses import LOSSES, Loss, objective_terms
+from recsys_stream.models import PairModel
+from recsys_stream.stream import Batch
+
+
+class Step:
+    """One optimisation step of ``model`` on a batch; see the module doc."""
+
+    kind: str
+
+    def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
+        self.model, self.loss, self.l2, self.max_weight = model, loss, l2, max_weight
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        return self.loss.targets(batch.weight, batch.others.shape, self.max_weight)
+
+    def __call__(self, batch: Batch, lr: float) -> float:
+        """Update the model from ``batch`` at learning rate ``lr``; the batch's mean loss."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class FusedStep(Step):
+    kind = "fused"
+
+    def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
+        super().__init__(model, loss, l2, max_weight)
+        self.layout = model.layout()
+        self.optimizer = LazyAdam(layout_parameters(self.layout))
+        self.distinct = DistinctRows(model.num_products)
+
+    def __call__(self, batch: Batch, lr: float) -> float:
+        grads = gradients(
+            self.layout,
+            batch.anchor,
+            batch.others,
+            self.targets(batch),
+            self.loss,
+            self.l2,
+            self.distinct,
+        )
+        self.optimizer.step(grads.rows, lr)
+        return grads.loss
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class AutogradStep(Step):
+    kind = "autograd"
+
+    def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
+        super().__init__(model, loss, l2, max_weight)
+        self.tables = model.tables()
+        for table in self.tables.values():
+            table.sparse = True  # gradients of the touched rows only
+        self.sparse = LazyAdam({name: table.weight for name, table in self.tables.items()})
+        dense = list(model.dense().values())
+        self.dense = torch.optim.AdamW(dense, weight_decay=0.0) if dense else None
+
+    def __call__(self, batch: Batch, lr: float) -> float:
+        self.model.zero_grad(set_to_none=True)
+        data, penalty = objective_terms(
+            self.model, batch.anchor, batch.others, self.targets(batch), self.loss, self.l2
+        )
+        (data + penalty).backward()
+        rows = {}
+        for name, table in self.tables.items():
+            if table.weight.grad is not None:
+                grad = table.weight.grad.coalesce()
+                rows[name] = (grad.indices()[0], grad.values())
+        self.sparse.step(rows, lr)
+        if self.dense:
+            for group in self.dense.param_groups:
+                group["lr"] = lr
+            self.dense.step()
+        return data.item()
+
+    def state_dict(self) -> dict:
+        return {
+            "sparse": self.sparse.state_dict(),
+            "dense": self.dense.state_dict() if self.dense else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sparse.load_state_dict(state["sparse"])
+        if self.dense:
+            self.dense.load_state_dict(state["dense"])
+
+
+STEPS = {"fused": FusedStep, "autograd": AutogradStep}
+
+
+def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
+    """The step ``config.step`` names; ``auto``: fused when the model has a layout."""
+    kind = config.step
+    if kind == "auto":
+        kind = "fused" if model.layout() is not None else "autograd"
+    if kind == "fused" and model.layout() is None:
+        raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
+    return STEPS[kind](model, LOSSES[config.labels], config.l2, max_weight)
+
+
+def check_finite(loss: float, step: int, config: TrainConfig) -> None:
+    """Stop a diverging run at once, in one line saying what to lower."""
+    if not math.isfinite(loss):
+        raise PipelineError(
+            f"training diverged at step {step} (loss {loss}); lower --lr (now {config.lr:g}) "
+            f"or --init-std (now {config.init_std:g})"
+        )
