@@ -26,6 +26,7 @@ DATA ?= data
 # (recsys_stream/config.py, pipeline/split.py), so each default lives in one place.
 SEED ?=
 VAL_PROP ?=
+VAL_NEGATIVES ?=
 EPOCHS ?=
 DIM ?=
 NEGATIVES ?=
@@ -41,11 +42,12 @@ AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
 flag = $(if $(2),$(1) $(2))
 TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--negatives,$(NEGATIVES)) $(call flag,--batch-size,$(BATCH_SIZE)) \
-	$(call flag,--seed,$(SEED)) $(quiet)
-SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
+	$(call flag,--seed,$(SEED))
+SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--negatives,$(VAL_NEGATIVES)) \
+	$(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench constraints clean distclean \
-	demo electronics books
+	demo electronics books FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -115,17 +117,34 @@ clean:
 distclean: clean
 	rm -rf .venv
 
-# $(1): dataset name, $(2): raw file. Stage outputs and their real inputs.
+# A stage's settings file holds what decides its output besides its input files
+# (the raw file's path, the options); it is rewritten only when that text
+# changes, so a stage reruns exactly when its input or its settings changed and
+# a second run does nothing. $(1): the file, $(2): its text.
+define SETTINGS
+$(1): FORCE
+	@mkdir -p $$(@D)
+	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
+endef
+
+# $(1): dataset name, $(2): raw file. Stage outputs, their inputs and settings.
 define DATASET
-$(DATA)/$(1)/parse.json: $(2)
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/parse,raw=$(abspath $(2))))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/pairs,defaults))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/split,$(SPLIT_FLAGS)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
+$(DATA)/$(1)/parse.json: $(2) $(DATA)/$(1)/.make/parse
 	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
-$(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json
+$(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json $(DATA)/$(1)/.make/pairs
 	$(PYTHON) -m pipeline pairs $(DATA)/$(1) $(quiet)
-$(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json
+$(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json $(DATA)/$(1)/.make/split
 	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(quiet)
-$(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json
-	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* \
-		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) $(TRAIN_FLAGS)
+# --resume auto: a killed training continues from its checkpoint when the
+# settings match; changed settings start afresh.
+$(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/train
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto \
+		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) \
+		$(TRAIN_FLAGS) $(quiet)
 $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS),$(DATA)/$(1)/runs/$(v)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
@@ -140,15 +159,28 @@ $(eval $(call DATASET,books,$(BOOKS_RAW)))
 $(DEMO_RAW):
 	$(PYTHON) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
 
+# RAW= names a file the user has: when it is missing, say so (not make's
+# "No rule to make target").
+ifneq ($(RAW),)
+$(RAW):
+	@echo "error: RAW=$(RAW): no such file" >&2; exit 2
+endif
+
 # Download into a .part file and rename, so a failed fetch leaves nothing behind.
 $(DATA)/%/raw/meta_Electronics.json.gz $(DATA)/%/raw/meta_Books.json.gz:
 	@mkdir -p $(@D)
 	@echo "fetching $(AMAZON_2014)/$(@F)"
-	@curl -fL --retry 2 --connect-timeout 20 -o $@.part $(AMAZON_2014)/$(@F) \
-		|| { rm -f $@.part; echo "error: could not download $(AMAZON_2014)/$(@F); \
-	download it elsewhere and put it at $@, or run make $* RAW=/path/to/$(@F)" >&2; exit 1; }
+	@curl -fsSL --retry 2 --connect-timeout 20 -o $@.part $(AMAZON_2014)/$(@F) 2>$@.log \
+		|| { echo "error: could not download $(AMAZON_2014)/$(@F) ($$(tail -n 1 $@.log \
+	| sed 's/^curl: //')); download it elsewhere and put it at $@, or run make $* \
+	RAW=/path/to/$(@F)" >&2; rm -f $@.part $@.log; exit 2; }
+	@rm -f $@.log
 	@mv $@.part $@
 
 demo electronics books:
+	@$(if $(word 2,$(RAW)),echo "error: RAW='$(RAW)' holds a space; make cannot take one \
+	in a file name: link the file to a path without spaces" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(DATA)/$@/report.md
+
+FORCE:

@@ -68,8 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", parents=[quiet], help="generate a synthetic catalog")
     p.add_argument("out", help="output file; gzipped when it ends in .gz")
     p.add_argument("--products", type=int, required=True, help="catalog size")
-    p.add_argument("--format", choices=synth.FORMATS, default=synth.DEFAULT_FORMAT)
-    p.add_argument("--seed", type=int, default=synth.DEFAULT_SEED)
+    p.add_argument(
+        "--format",
+        choices=synth.FORMATS,
+        default=synth.DEFAULT_FORMAT,
+        help="py: 2014 Python literals; json: the same as JSON; json2018: the 2018 schema "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=synth.DEFAULT_SEED, help="(default: %(default)s)")
     p.add_argument("--messy", action="store_true", help="plant the faults real dumps have")
     p.set_defaults(main=_synth)
 
@@ -77,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("raw", help="metadata file: .json or .jsonl, optionally .gz")
     p.add_argument("--out", required=True, help="dataset directory to write")
     p.add_argument("--format", choices=parse.FORMATS, default=None, help="default: detect")
-    p.add_argument("--workers", type=int, default=parse.DEFAULT_WORKERS, help="parser processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=parse.DEFAULT_WORKERS,
+        help="parser processes (default: %(default)s)",
+    )
     p.set_defaults(main=_parse)
 
     p = commands.add_parser("pairs", parents=[quiet], help="products to weighted pairs + vocab")
@@ -88,11 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=pairs.DEFAULT_WEIGHTS,
         help="relation=weight,... (default: %(default)s)",
     )
-    p.add_argument("--min-also-bought", type=int, default=pairs.DEFAULT_MIN_ALSO_BOUGHT)
+    p.add_argument(
+        "--min-also-bought",
+        type=int,
+        default=pairs.DEFAULT_MIN_ALSO_BOUGHT,
+        help="skip products with fewer distinct also_bought entries (default: %(default)s)",
+    )
     p.add_argument(
         "--require-title",
         action=argparse.BooleanOptionalAction,
         default=pairs.DEFAULT_REQUIRE_TITLE,
+        help="skip products without a title (default: %(default)s)",
     )
     p.set_defaults(main=_pairs)
 

@@ -5,10 +5,13 @@ Both schemas are read: the 2014 one (``related`` dict, ``categories`` paths,
 and ``also_view``, flat ``category``, ``rank`` text, ``"$3.17"`` prices, with
 ``""`` and ``[]`` standing for absent values). Absent, empty and junk values
 become null; a field of the wrong type quarantines its record with a reason.
+Titles and brands arrive with HTML entities (``Charge &amp; Sync``); they are
+decoded once, here, so every later stage and ``similar`` see plain text.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -44,6 +47,10 @@ def product(record: dict) -> tuple:
         title = _text(title, "title")
     if type(brand) is not str or not brand or brand.isspace():
         brand = _text(brand, "brand")
+    if title and "&" in title:
+        title = html.unescape(title)
+    if brand and "&" in brand:
+        brand = html.unescape(brand)
     if type(price) is not float or not 0 <= price < math.inf:
         price = _price(price)
     related = get("related")

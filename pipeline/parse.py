@@ -62,6 +62,8 @@ def parse(
     ``workers`` > 1 parses blocks in that many processes.
     """
     raw, out = Path(raw), Path(out)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PipelineError(f"--workers must be at least 1, got {workers!r}")
     fmt = fmt or detect_format(raw)
     if fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -75,7 +77,7 @@ def parse(
         gc_was_enabled = gc.isenabled()
         gc.disable()  # millions of small acyclic containers: the collector only costs time
         stack.callback(lambda: gc_was_enabled and gc.enable())
-        tally = _write(raw, fmt, products_tmp, rejects_tmp, max(1, workers), quiet)
+        tally = _write(raw, fmt, products_tmp, rejects_tmp, workers, quiet)
     seconds = time.perf_counter() - started
     if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
         raise RuntimeError(f"line accounting is off: {tally}")
@@ -86,7 +88,7 @@ def parse(
         **tally,
         "seconds": round(seconds, 2),
         "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
-        "workers": max(1, workers),
+        "workers": workers,
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / PARSE_STATS, stats)

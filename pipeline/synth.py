@@ -279,6 +279,8 @@ def generate(
     """
     if products < 1:
         raise PipelineError("--products must be at least 1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
     if fmt not in FORMATS:
         raise PipelineError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start = time.perf_counter()

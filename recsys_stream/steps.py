@@ -135,10 +135,10 @@ def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
     return STEPS[kind](model, LOSSES[config.labels], config.l2, max_weight)
 
 
-def check_finite(loss: float, step: int, config: TrainConfig) -> None:
+def check_finite(value: float, step: int, config: TrainConfig, what: str = "loss") -> None:
     """Stop a diverging run at once, in one line saying what to lower."""
-    if not math.isfinite(loss):
+    if not math.isfinite(value):
         raise PipelineError(
-            f"training diverged at step {step} (loss {loss}); lower --lr (now {config.lr:g}) "
+            f"training diverged at step {step} ({what} {value}); lower --lr (now {config.lr:g}) "
             f"or --init-std (now {config.init_std:g})"
         )

@@ -193,21 +193,23 @@ def _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, 
             samples += len(batch)
             bar.update(len(batch))
             if state.step % config.eval_every == 0:
-                ticked = _record(model, probe, state, epoch, lr, losses, samples, ticked, tuner)
+                ticked = _record(
+                    model, probe, state, config, epoch, lr, losses, samples, ticked, tuner
+                )
                 bar.set_postfix(loss=f"{state.history[-1]['loss']:.4f}")
                 losses, samples = [], 0
         if losses:
-            _record(model, probe, state, epoch, lr, losses, samples, ticked, tuner)
+            _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tuner)
 
 
-def _record(model, probe, state, epoch, lr, losses, samples, ticked, tuner) -> float:
+def _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tuner) -> float:
     """Append a learning-curve point; return the time its clock restarts from."""
     elapsed = time.perf_counter() - ticked
     state.samples += samples
     state.train_seconds += elapsed
-    auc_all, auc_seen = evaluate.auc_all_and_seen(
-        probe, evaluate.scores(model, probe.src, probe.dst)
-    )
+    score = evaluate.scores(model, probe.src, probe.dst)
+    check_finite(float(score.sum()), state.step, config, "scores")
+    auc_all, auc_seen = evaluate.auc_all_and_seen(probe, score)
     state.history.append(
         {
             "step": state.step,
