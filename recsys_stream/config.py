@@ -72,7 +72,9 @@ class TrainConfig:
         choices=STEPS,
     )
     shuffle_groups: int = option(4, "row groups mixed in the shuffle buffer", low=1)
-    eval_every: int = option(500, "steps between learning-curve points", low=1)
+    eval_every: int = option(
+        0, "steps between learning-curve points; 0: ten points an epoch, whatever its length", low=0
+    )
     eval_sample: int = option(100_000, "validation rows scored for a learning-curve point", low=1)
     workers: int = option(0, "DataLoader worker processes (0: read in the training process)", low=0)
     seed: int = option(42, "seed of initialisation, shuffling and sampling", low=0)

@@ -102,12 +102,13 @@ class PairModel(nn.Module):
         return getattr(self, self.vector_tables[-1]).weight
 
     def candidate_bias(self) -> torch.Tensor | None:
-        """(V,) bias a candidate adds to every score, or None."""
-        return None
+        """(V,) bias a candidate adds to every score (a ``bias`` table's), or None."""
+        bias = getattr(self, "bias", None)
+        return bias.weight[:, 0] if bias is not None else None
 
     def global_offset(self) -> torch.Tensor | float:
         """What every score has added besides the query's and candidate's terms."""
-        return 0.0
+        return getattr(self, "global_bias", 0.0)
 
     def exported(self) -> dict[str, torch.Tensor]:
         """Per-product columns of embeddings.parquet: name to (V, d) or (V,) values."""
@@ -157,12 +158,6 @@ class MFBias(MF):
     def layout(self) -> PairLayout:
         return PairLayout(self.embedding, self.embedding, self.bias, self.global_bias)
 
-    def candidate_bias(self) -> torch.Tensor:
-        return self.bias.weight[:, 0]
-
-    def global_offset(self) -> torch.Tensor:
-        return self.global_bias
-
 
 @register
 class MFTwoTables(PairModel):
@@ -190,12 +185,6 @@ class MFTwoTables(PairModel):
 
     def layout(self) -> PairLayout:
         return PairLayout(self.left, self.right, self.bias, self.global_bias)
-
-    def candidate_bias(self) -> torch.Tensor:
-        return self.bias.weight[:, 0]
-
-    def global_offset(self) -> torch.Tensor:
-        return self.global_bias
 
 
 def build_model(

@@ -1,13 +1,20 @@
 """DIR/report.md with its figures, from the stage stats and the runs' files.
 
-Tables of the stages and of the variants, learning curves (AUC against step,
-epoch boundaries marked), precision and recall against threshold per variant
-(the reference's "cliff of death" figures) and the ROC curves on one figure.
+The report names the raw file it is about, tabulates the stages, the runs'
+results and each run's settings (what differs from the defaults), and shows
+three figures, each with a line saying what to look for: learning curves
+(validation AUC and training loss against step, epoch boundaries and the
+popularity baseline marked), precision and recall against threshold (the
+reference's "cliff" figures), and the ROC curves with popularity's. It is
+built from whatever finished runs the directory holds. The figure functions
+return matplotlib figures, which the tests inspect.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime
 import json
 import os
 from pathlib import Path
@@ -16,45 +23,79 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries
 from recsys_stream import runs
+from recsys_stream.config import TrainConfig
 
 FIGURES = "figures"
+MIN_PREDICTED = 100  # thresholds predicting fewer pairs are left out of the P/R figure
+PROTOCOLS = {
+    "products": "drawn from the distinct val products, each equally likely (the reference "
+    "article's protocol): popularity alone tells many of them from true pairs",
+    "occurrences": "drawn from the val products in proportion to how often they occur in "
+    "val pairs, so they share the positives' popularity: popularity alone scores about 0.5, "
+    "and only what a model knows beyond popularity counts",
+}
 
 
 def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
     """Write ``data_dir/report.md`` and ``data_dir/figures/*.png``; return the report's path."""
     data_dir = Path(data_dir)
-    variants = _variants(data_dir)
+    variants = finished_runs(data_dir)
     if not variants:
         raise PipelineError(f"{data_dir / 'runs'}: no finished run (train one first)")
     figures = data_dir / FIGURES
     figures.mkdir(exist_ok=True)
     for folder in (data_dir, figures):
         clear_stale_temporaries(folder)
-    drawn = [
-        _learning_curves(variants, figures / "learning_curves.png"),
-        _precision_recall(variants, figures / "precision_recall.png"),
-        _roc(variants, figures / "roc.png"),
+    sections = [
+        (
+            "Learning curves",
+            learning_curves(variants),
+            "learning_curves.png",
+            "Validation ROC-AUC on a fixed sample of val pairs (solid: all, dashed: pairs whose "
+            "products are both in train) and training loss, ten points an epoch from the "
+            "untrained model at step 0. Look for the curves rising above the popularity line "
+            "and flattening by the last epoch; a curve still climbing wants more epochs, one "
+            "that falls late overfits.",
+        ),
+        (
+            "Precision and recall against threshold",
+            precision_recall(variants),
+            "precision_recall.png",
+            "Predicting a pair when the model's probability is at least the threshold. "
+            f"Thresholds that predict fewer than {MIN_PREDICTED} pairs are left out (their "
+            "precision is noise). Look for where precision meets recall (marked): MF without "
+            "bias piles its scores near 0.5, the cliff the article describes, where precision "
+            "and recall change all at once.",
+        ),
+        (
+            "ROC curves",
+            roc(variants),
+            "roc.png",
+            "True against false positive rate over all val pairs, with the popularity "
+            "baseline. The further a curve bows towards the top left, the better; under the "
+            "`products` protocol popularity alone bows far.",
+        ),
     ]
-    lines = [f"# {data_dir.name}: recsys-stream report", "", "## Stages", ""]
-    lines += _stage_table(data_dir)
-    lines += ["", "## Models", "", *_variant_table(variants)]
-    lines += ["", *_protocol_note(variants)]
-    titles = ["Learning curves", "Precision and recall against threshold", "ROC curves"]
-    for title, path in zip(titles, drawn):
-        lines += ["", f"## {title}", "", f"![{title}]({FIGURES}/{path.name})"]
+    lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
+    lines += ["", "## Models", "", *_variant_table(variants), "", *_protocol_note(variants)]
+    lines += ["", "## Settings", "", *_settings_table(variants)]
+    for title, figure, name, caption in sections:
+        save(figure, figures / name)
+        lines += ["", f"## {title}", "", f"![{title}]({FIGURES}/{name})", "", caption]
     out = data_dir / "report.md"
     with atomic_output(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return out
 
 
-def _variants(data_dir: Path) -> dict[str, dict]:
-    """Finished runs by name, each with its summary, metrics, pr and roc rows."""
+def finished_runs(data_dir: Path) -> dict[str, dict]:
+    """Finished runs by name, each with its summary and its curves' rows."""
     found = {}
     for summary in sorted((data_dir / "runs").glob(f"*/{runs.SUMMARY}")):
         run = summary.parent
@@ -63,14 +104,17 @@ def _variants(data_dir: Path) -> dict[str, dict]:
             "metrics": _csv(run / runs.METRICS),
             "pr": _csv(run / runs.PR),
             "roc": _csv(run / runs.ROC),
+            "popularity_roc": _csv(run / runs.POPULARITY_ROC),
         }
     return found
 
 
 def _csv(path: Path) -> list[dict[str, float | None]]:
+    if not path.is_file():
+        return []
     with open(path, newline="") as file:
         return [
-            {k: float(v) if v not in ("", "nan") else None for k, v in row.items()}
+            {k: float(v) if v not in ("", "nan", "None") else None for k, v in row.items()}
             for row in csv.DictReader(file)
         ]
 
@@ -85,36 +129,29 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-PROTOCOLS = {
-    "products": "drawn from the distinct val products, each equally likely (the reference "
-    "article's protocol): popularity alone tells many of them from true pairs",
-    "occurrences": "drawn from the val products in proportion to how often they occur in "
-    "val pairs, so they share the positives' popularity: popularity alone scores about 0.5, "
-    "and only what a model knows beyond popularity counts",
-}
+def _header(data_dir: Path) -> list[str]:
+    """The title: which raw file the report is about, and when it was made."""
+    parse = _stats(data_dir / PARSE_STATS)
+    made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    lines = [f"# {data_dir.name}: recsys-stream report", ""]
+    if parse.get("raw"):
+        size = parse.get("raw_bytes")
+        digest = parse.get("raw_sha256", "")[:12]
+        lines.append(
+            f"Raw file `{parse['raw']}` ({_fmt(size)} bytes, SHA-256 {digest or '–'}…, "
+            f"format {parse.get('format', '–')}). Report made {made}."
+        )
+    else:
+        lines.append(f"No parse.json in {data_dir}: the raw file is unknown. Report made {made}.")
+    return lines
 
 
-def _protocol_note(variants: dict[str, dict]) -> list[str]:
-    """What the AUCs are over, and how the val negatives were drawn."""
-    protocols = sorted(
-        {run["summary"].get("negative_protocol", "unrecorded") for run in variants.values()}
-    )
-    described = "; ".join(
-        f"`{p}`: {PROTOCOLS.get(p, 'not recorded in val.parquet')}" for p in protocols
-    )
-    return [
-        "AUC over all validation pairs and over the *seen* ones (both products in train); "
-        "popularity scores a pair by the product of the two train degrees. "
-        f"Validation negatives ({described}).",
-    ]
+def _stats(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _stage_table(data_dir: Path) -> list[str]:
-    stats = {}
-    for name in (PARSE_STATS, PAIRS_STATS, SPLIT_STATS):
-        path = data_dir / name
-        stats[name] = json.loads(path.read_text()) if path.is_file() else {}
-    parse, pairs, split = stats[PARSE_STATS], stats[PAIRS_STATS], stats[SPLIT_STATS]
+    parse, pairs, split = (_stats(data_dir / n) for n in (PARSE_STATS, PAIRS_STATS, SPLIT_STATS))
     rows = [
         (
             "parse",
@@ -131,7 +168,8 @@ def _stage_table(data_dir: Path) -> list[str]:
         (
             "split",
             f"{_fmt(split.get('train'))} train, {_fmt(split.get('val_positives'))} val "
-            f"positives + {_fmt(split.get('val_negatives'))} negatives",
+            f"positives + {_fmt(split.get('val_negatives'))} negatives "
+            f"(`{split.get('negatives', '–')}` protocol)",
             split,
         ),
     ]
@@ -146,55 +184,141 @@ def _stage_table(data_dir: Path) -> list[str]:
 
 def _variant_table(variants: dict[str, dict]) -> list[str]:
     table = [
-        "| model | AUC all | AUC seen | PR-AUC | popularity AUC all | popularity AUC seen "
+        "| run | AUC all | AUC seen | PR-AUC | popularity AUC all | popularity AUC seen "
         "| epochs | seconds | samples/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, run in variants.items():
         s = run["summary"]
+        parts = s.get("parts", 1)
+        seconds = _fmt(s["seconds"], 1) + (f" ({parts} parts)" if parts > 1 else "")
         table.append(
             f"| {name} | {_fmt(s['auc_all'])} | {_fmt(s['auc_seen'])} | {_fmt(s['pr_auc'])} | "
             f"{_fmt(s['popularity_auc'])} | {_fmt(s['popularity_auc_seen'])} | {s['epochs']} | "
-            f"{_fmt(s['seconds'], 1)} | {_fmt(s['samples_per_s'])} |"
+            f"{seconds} | {_fmt(s['samples_per_s'])} |"
         )
     return table
 
 
-def _learning_curves(variants: dict[str, dict], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def _protocol_note(variants: dict[str, dict]) -> list[str]:
+    """What the AUCs are over, and how the val negatives were drawn."""
+    protocols = sorted(
+        {r["summary"].get("negative_protocol", "unrecorded") for r in variants.values()}
+    )
+    described = "; ".join(
+        f"`{p}`: {PROTOCOLS.get(p, 'not recorded in val.parquet')}" for p in protocols
+    )
+    return [
+        "AUC over all validation pairs and over the *seen* ones (both products in train); "
+        "popularity scores a pair by the product of the two train degrees. A resumed run's "
+        f"seconds add up its parts. Validation negatives ({described}).",
+    ]
+
+
+def _settings_table(variants: dict[str, dict]) -> list[str]:
+    """Per run: its config where it differs from the defaults, its protocol and seed."""
+    defaults = TrainConfig().to_dict()
+    table = ["| run | settings other than the defaults | protocol | seed |", "|---|---|---|---:|"]
+    for name, run in variants.items():
+        config = run["summary"]["config"]
+        changed = [
+            f"{key.replace('_', '-')} {value}"
+            for key, value in config.items()
+            if key != "seed" and key in defaults and value != defaults[key]
+        ]
+        table.append(
+            f"| {name} | {', '.join(changed) or 'none'} | "
+            f"{run['summary'].get('negative_protocol', '–')} | {config.get('seed', '–')} |"
+        )
+    defaults_text = ", ".join(
+        f"{f.name.replace('_', '-')} {getattr(TrainConfig(), f.name)}"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("eval_sample", "workers", "shuffle_groups")
+    )
+    return [*table, "", f"Defaults: {defaults_text}."]
+
+
+def learning_curves(variants: dict[str, dict]) -> Figure:
+    """AUC (all solid, seen dashed) and loss against step; epoch ends and popularity marked."""
+    fig, (auc_ax, loss_ax) = plt.subplots(
+        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    first = next(iter(variants.values()))
+    ends = [
+        a["step"]
+        for a, b in zip(first["metrics"], first["metrics"][1:])
+        if a["epoch"] != b["epoch"]
+    ][1:]  # the untrained point at step 0 closes no epoch
+    for step in ends:
+        for ax in (auc_ax, loss_ax):
+            ax.axvline(step, color="0.6", linestyle=":", linewidth=1)
+    if ends:
+        auc_ax.plot([], [], color="0.6", linestyle=":", label="epoch boundary")
+    popularity = first["summary"].get("popularity_auc")
+    if popularity is not None:
+        auc_ax.axhline(popularity, color="0.3", linestyle="-.", linewidth=1)
+        auc_ax.plot([], [], color="0.3", linestyle="-.", label=f"popularity ({popularity:.3f})")
     for name, run in variants.items():
         points = [m for m in run["metrics"] if m["auc_all"] is not None]
-        (line,) = ax.plot(
-            [m["step"] for m in points], [m["auc_all"] for m in points], marker=".", label=name
+        steps = [m["step"] for m in points]
+        (line,) = auc_ax.plot(steps, [m["auc_all"] for m in points], marker=".", label=name)
+        seen = [m["auc_seen"] for m in points]
+        auc_ax.plot(steps, seen, color=line.get_color(), linestyle="--", linewidth=1)
+        losses = [m for m in run["metrics"] if m["loss"] is not None]
+        loss_ax.plot(
+            [m["step"] for m in losses],
+            [m["loss"] for m in losses],
+            marker=".",
+            color=line.get_color(),
         )
-        ends = [
-            a["step"]
-            for a, b in zip(run["metrics"], run["metrics"][1:])
-            if a["epoch"] != b["epoch"]
-        ]
-        for step in ends:  # epoch boundaries
-            ax.axvline(step, color=line.get_color(), alpha=0.25, linestyle=":")
-    ax.set(xlabel="step", ylabel="ROC-AUC (validation sample)", title="Learning curves")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
-def _precision_recall(variants: dict[str, dict], path: Path) -> Path:
-    count = len(variants)
-    fig, axes = plt.subplots(1, count, figsize=(4 * count, 3.6), squeeze=False, sharey=True)
-    for ax, (name, run) in zip(axes[0], variants.items()):
-        thresholds = [r["threshold"] for r in run["pr"]]
-        ax.plot(thresholds, [r["precision"] for r in run["pr"]], label="precision")
-        ax.plot(thresholds, [r["recall"] for r in run["pr"]], label="recall")
-        ax.set(title=name, xlabel="threshold")
+    auc_ax.plot([], [], color="0.2", linestyle="--", linewidth=1, label="seen pairs only")
+    auc_ax.set(ylabel="ROC-AUC (val sample)", title="Learning curves")
+    loss_ax.set(xlabel="step", ylabel="training loss")
+    for ax in (auc_ax, loss_ax):
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
-    return _save(fig, path)
+    auc_ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
-def _roc(variants: dict[str, dict], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 5))
+def precision_recall(variants: dict[str, dict]) -> Figure:
+    """Per run: precision and recall against threshold, the crossing marked."""
+    count = len(variants)
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 3.2 * rows + 0.6), squeeze=False, sharey=True
+    )
+    for ax, (name, run) in zip(axes.flat, variants.items()):
+        kept = [r for r in run["pr"] if (r["predicted"] or 0) >= MIN_PREDICTED]
+        thresholds = [r["threshold"] for r in kept]
+        ax.plot(thresholds, [r["precision"] for r in kept], color="C0")
+        ax.plot(thresholds, [r["recall"] for r in kept], color="C1")
+        crossing = min(kept, key=lambda r: abs(r["precision"] - r["recall"]), default=None)
+        if crossing is not None:
+            value = (crossing["precision"] + crossing["recall"]) / 2
+            ax.plot([crossing["threshold"]], [value], "o", color="0.2", markersize=4)
+            ax.annotate(
+                f"P = R = {value:.2f}\nat {crossing['threshold']:.2f}",
+                (crossing["threshold"], value),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize="small",
+            )
+        ax.set(title=name, xlabel="threshold", xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision / recall")
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color="C0"), plt.Line2D([], [], color="C1")]
+    fig.legend(handles, ["precision", "recall"], loc="upper center", ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def roc(variants: dict[str, dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
     for name, run in variants.items():
         auc = run["summary"]["auc_all"]
         ax.plot(
@@ -202,14 +326,24 @@ def _roc(variants: dict[str, dict], path: Path) -> Path:
             [r["tpr"] for r in run["roc"]],
             label=f"{name} ({auc:.3f})",
         )
+    first = next(iter(variants.values()))
+    if first["popularity_roc"]:
+        ax.plot(
+            [r["fpr"] for r in first["popularity_roc"]],
+            [r["tpr"] for r in first["popularity_roc"]],
+            color="0.3",
+            linestyle="-.",
+            label=f"popularity ({first['summary']['popularity_auc']:.3f})",
+        )
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    ax.legend(loc="lower right")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG, atomically, and close it."""
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

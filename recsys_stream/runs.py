@@ -33,8 +33,9 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 PR = "pr.csv"
 ROC = "roc.csv"
+POPULARITY_ROC = "roc_popularity.csv"
 SUMMARY = "summary.json"
-FINAL = (SUMMARY, MODEL, PR, ROC, EMBEDDINGS)  # written at the end of a run
+FINAL = (SUMMARY, MODEL, PR, ROC, POPULARITY_ROC, EMBEDDINGS)  # written at the end of a run
 CHECKPOINT_VERSION = 2  # the layout of checkpoint.pt
 METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "auc_all", "auc_seen", "samples_per_s", "threads"]
 

@@ -96,6 +96,8 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
     )
     probe = data.val.sample(config.eval_sample, config.seed)
     tuner = ThreadTuner(threads)
+    if not state.history:  # the curve starts at the untrained model
+        _record(model, probe, state, config, 0, config.lr, [], 0, time.perf_counter(), tuner)
     for epoch in range(state.epoch, config.epochs):
         _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, quiet)
         state.epoch = epoch + 1
@@ -176,6 +178,7 @@ def _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, 
         prefetch_factor=4 if config.workers else None,
     )
     steps_per_epoch = math.ceil(data.train_rows / config.batch_size)
+    points = curve_points(steps_per_epoch, config.eval_every)
     total = data.train_rows * (1 + config.negatives)
     losses, samples, ticked = [], 0, time.perf_counter()
     with progress(total, "samples", f"epoch {epoch + 1}/{config.epochs}", quiet) as bar:
@@ -192,14 +195,27 @@ def _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, 
             losses.append(loss)
             samples += len(batch)
             bar.update(len(batch))
-            if state.step % config.eval_every == 0:
+            if step_in_epoch + 1 in points:
                 ticked = _record(
-                    model, probe, state, config, epoch, lr, losses, samples, ticked, tuner
+                    model, probe, state, config, epoch + 1, lr, losses, samples, ticked, tuner
                 )
                 bar.set_postfix(loss=f"{state.history[-1]['loss']:.4f}")
                 losses, samples = [], 0
-        if losses:
-            _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tuner)
+        if losses:  # an epoch of more batches than planned: close its curve
+            _record(model, probe, state, config, epoch + 1, lr, losses, samples, ticked, tuner)
+
+
+def curve_points(steps_per_epoch: int, eval_every: int) -> set[int]:
+    """The steps of an epoch (1-based) after which a learning-curve point is recorded.
+
+    ``eval_every`` 0: ten points spread evenly, the last at the epoch's end;
+    otherwise every ``eval_every`` steps and at the end, dropping a regular
+    point that would fall within half an interval of the end.
+    """
+    if eval_every == 0:
+        return {max(1, round(steps_per_epoch * i / 10)) for i in range(1, 11)}
+    regular = range(eval_every, steps_per_epoch - eval_every // 2 + 1, eval_every)
+    return {*regular, steps_per_epoch}
 
 
 def _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tuner) -> float:
@@ -213,12 +229,12 @@ def _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tun
     state.history.append(
         {
             "step": state.step,
-            "epoch": epoch + 1,
+            "epoch": epoch,
             "lr": lr,
-            "loss": float(np.mean(losses)),
+            "loss": float(np.mean(losses)) if losses else None,
             "auc_all": None if auc_all is None else round(auc_all, 5),
             "auc_seen": None if auc_seen is None else round(auc_seen, 5),
-            "samples_per_s": round(samples / max(elapsed, 1e-9)),
+            "samples_per_s": round(samples / max(elapsed, 1e-9)) if samples else None,
             "threads": tuner.threads,
         }
     )
@@ -243,6 +259,7 @@ def _finish(model: PairModel, run: Run, data: TrainingData, state: TrainState) -
     seen = val.seen
     runs.write_columns(run.path(runs.PR), evaluate.precision_recall_table(val.label, score))
     runs.write_columns(run.path(runs.ROC), evaluate.roc_points(val.label, score))
+    runs.write_columns(run.path(runs.POPULARITY_ROC), evaluate.roc_points(val.label, popular))
     runs.write_metrics(run.path(runs.METRICS), state.history)
     run.save_model(model, data.vocab_size)
     lineage = {"pairs_id": data.pairs_id, "split_id": data.split_id}

@@ -189,7 +189,8 @@ def test_run_directory_contents(planted):
     assert summary["negative_protocol"] == "products"  # as val.parquet records it
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == sorted(int(r["epoch"]) for r in rows)
-    assert {r["epoch"] for r in rows} == {"1", "2"} and all(r["auc_all"] for r in rows)
+    assert {r["epoch"] for r in rows} == {"0", "1", "2"} and all(r["auc_all"] for r in rows)
+    assert rows[0]["step"] == "0" and rows[0]["loss"] == ""  # the untrained model's point
     embeddings = pq.read_table(run / "embeddings.parquet")
     assert embeddings.num_rows == 1500 and embeddings.column("asin")[7].as_py() == "P000000007"
     model, config, _ = load_model(run)
