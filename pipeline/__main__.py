@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cli, pairs, parse, split, synth
+from pipeline import cli, pairs, parse, split, synth, walks
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -56,6 +56,18 @@ def _split(a: argparse.Namespace) -> None:
         a.dir, val_prop=a.val_prop, seed=a.seed, negatives=a.negatives, quiet=a.quiet
     )
     cli.summary("split", stats, ["train", "val_positives", "val_negatives", "seconds"])
+
+
+def _walks(a: argparse.Namespace) -> None:
+    stats = walks.walks(
+        a.dir,
+        walks_per_node=a.walks_per_node,
+        length=a.length,
+        weighted=a.weighted,
+        seed=a.seed,
+        quiet=a.quiet,
+    )
+    cli.summary("walks", stats, ["walks", "steps", "steps_per_s", "seconds"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="(default: %(default)s)")
     p.set_defaults(main=_split)
+
+    p = commands.add_parser("walks", parents=[quiet], help="random walks over the train pairs")
+    p.add_argument("dir", help="dataset directory holding train.parquet and vocab.parquet")
+    p.add_argument(
+        "--walks-per-node",
+        type=int,
+        default=walks.DEFAULT_WALKS_PER_NODE,
+        help="walks started from each product with a train pair (default: %(default)s)",
+    )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=walks.DEFAULT_LENGTH,
+        help="products a walk visits, its start included (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weighted",
+        action="store_true",
+        help="step to a neighbour with probability pair weight / row sum (default: uniform)",
+    )
+    p.add_argument("--seed", type=int, default=walks.DEFAULT_SEED, help="(default: %(default)s)")
+    p.set_defaults(main=_walks)
     return parser
 
 

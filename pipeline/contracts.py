@@ -40,6 +40,8 @@ TRAIN = "train.parquet"
 VAL = "val.parquet"
 SPLIT_STATS = "split.json"
 EMBEDDINGS = "embeddings.parquet"
+WALKS = "walks.parquet"
+WALKS_STATS = "walks.json"
 
 # The stage that writes each file, and the command that runs it.
 PRODUCERS = {
@@ -48,6 +50,7 @@ PRODUCERS = {
     PAIRS: ("pairs", "python -m pipeline pairs"),
     TRAIN: ("split", "python -m pipeline split"),
     VAL: ("split", "python -m pipeline split"),
+    WALKS: ("walks", "python -m pipeline walks"),
     EMBEDDINGS: ("train", "python -m recsys_stream train"),
 }
 

@@ -17,6 +17,7 @@ from recsys_stream.models import MODELS
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts")
 STEPS = ("auto", "fused", "autograd")
+SCORERS = ("dot", "cosine")
 
 
 def option(default, help: str, **limits):
@@ -64,6 +65,14 @@ class TrainConfig:
     )
     smoothing: float = option(
         0.9, "share of the mean of a product's train neighbours in its final vector", low=0, high=1
+    )
+    window: int = option(
+        5, "skip-gram: context window on either side (reduced at random per centre)", low=1
+    )
+    scorer: str = option(
+        "dot",
+        "skip-gram: a val pair's score, the dot product or cosine of the input vectors",
+        choices=SCORERS,
     )
     step: str = option(
         "auto",

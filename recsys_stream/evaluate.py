@@ -46,13 +46,13 @@ class Validation:
 
 @torch.no_grad()
 def scores(model: PairModel, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The model's probabilities for the pairs, in chunks of bounded memory."""
+    """The model's scores of the pairs (``model.score``), in chunks of bounded memory."""
     out = np.empty(len(src), dtype=np.float32)
     chunk = max(1, SCORE_BYTES // (3 * 4 * model.dim))
     for start in range(0, len(src), chunk):
         a = torch.from_numpy(src[start : start + chunk].astype(np.int64))
         b = torch.from_numpy(dst[start : start + chunk].astype(np.int64))
-        out[start : start + len(a)] = model(a, b).numpy()
+        out[start : start + len(a)] = model.score(a, b).numpy()
     return out
 
 

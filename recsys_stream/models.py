@@ -80,6 +80,13 @@ class PairModel(nn.Module):
         """The probability that each (a, b) is a pair."""
         return torch.sigmoid(self.logits(a, b))
 
+    def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """How likely each (a, b) is a pair, for evaluation; the same order as ``similar``."""
+        return self(a, b)
+
+    def configure(self, config) -> None:
+        """Take the settings of a run's TrainConfig that the model itself reads."""
+
     def tables(self) -> dict[str, nn.Embedding]:
         """The sparse tables, by name: rows indexed by product id."""
         return {name: m for name, m in self.named_children() if isinstance(m, nn.Embedding)}
@@ -185,6 +192,43 @@ class MFTwoTables(PairModel):
 
     def layout(self) -> PairLayout:
         return PairLayout(self.left, self.right, self.bias, self.global_bias)
+
+
+@register
+class SkipGram(PairModel):
+    """Skip-gram with negative sampling (word2vec) over random walks of the pair graph.
+
+    Trained as <input[centre], output[context]>, with separate input and output
+    tables (output zero at the start, as word2vec's); a product is its input
+    vector, and a pair scores by the dot product (``scorer`` "dot") or the
+    cosine ("cosine") of the two input vectors.
+    """
+
+    name = "skipgram"
+    help = "skip-gram over random walks (run `python -m pipeline walks` first)"
+    inputs = "walks"
+    vector_tables = ("input",)
+    scorer = "dot"
+
+    def __init__(self, num_products: int, dim: int, init_std: float | None):
+        super().__init__(num_products, dim, init_std)
+        self.input = embedding(num_products, dim, self._init)
+        self.output = embedding(num_products, dim, None)
+
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.input(a) * self.output(b)).sum(-1)
+
+    def layout(self) -> PairLayout:
+        return PairLayout(self.input, self.output, None, None)
+
+    def configure(self, config) -> None:
+        self.scorer = config.scorer
+
+    def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        left, right = self.input(a), self.input(b)
+        if self.scorer == "cosine":
+            return (torch.nn.functional.cosine_similarity(left, right, dim=-1) + 1) / 2
+        return torch.sigmoid((left * right).sum(-1))
 
 
 def build_model(

@@ -196,6 +196,7 @@ def load_model(run: str | os.PathLike) -> tuple[PairModel, TrainConfig, dict]:
         raise PipelineError(f"{path}: trained on another vocabulary than {vocab}; retrain")
     config = TrainConfig.from_dict(saved["config"])
     model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed)
+    model.configure(config)
     model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
     model.eval()
     return model, config, saved

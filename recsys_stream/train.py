@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.contracts import WALKS, check_lineage
 from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.memory import peak_rss_mb
@@ -36,6 +37,7 @@ from recsys_stream.schedule import learning_rate
 from recsys_stream.steps import Step, check_finite, make_step
 from recsys_stream.stream import PairStream
 from recsys_stream.threads import ThreadTuner
+from recsys_stream.walk_stream import WalkStream, expected_pairs, walk_frequency, walks_of
 
 RESUME = (False, True, "auto")
 
@@ -83,23 +85,17 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
         data.split_id,
     )
     model = build_model(config.model, data.vocab_size, config.dim, config.init_std, config.seed)
+    model.configure(config)
+    stream, rows = _stream(model, config, data)
     step = make_step(model, config, data.max_weight)
     state = _starting_state(run, resume, model, step)
     state.parts += 1
-    stream = PairStream(
-        data.train,
-        config.batch_size,
-        NegativeSampler(data.degree, config.negative_power),
-        config.negatives,
-        config.seed,
-        config.shuffle_groups,
-    )
     probe = data.val.sample(config.eval_sample, config.seed)
     tuner = ThreadTuner(threads)
     if not state.history:  # the curve starts at the untrained model
         _record(model, probe, state, config, 0, config.lr, [], 0, time.perf_counter(), tuner)
     for epoch in range(state.epoch, config.epochs):
-        _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, quiet)
+        _train_epoch(model, step, tuner, stream, rows, probe, config, epoch, state, quiet)
         state.epoch = epoch + 1
         part_seconds = time.perf_counter() - started
         run.save_checkpoint(
@@ -168,8 +164,40 @@ def _available_memory() -> int | None:
     return None
 
 
-def _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, quiet):
-    """One pass over train.parquet; learning-curve points every eval_every steps."""
+def _stream(model: PairModel, config: TrainConfig, data: TrainingData):
+    """The batches the model learns from, and the positive pairs an epoch holds.
+
+    Pair models read train.parquet; skip-gram reads walks.parquet (made from
+    the same split), its negatives drawn by walk frequency.
+    """
+    if model.inputs == "walks":
+        path = data.directory / WALKS
+        count, length, _ = walks_of(path)  # refuses a missing or malformed file
+        check_lineage("split_id", data.train, path)
+        frequency = walk_frequency(path, data.vocab_size)
+        stream = WalkStream(
+            path,
+            config.batch_size,
+            NegativeSampler(frequency, config.negative_power),
+            config.negatives,
+            config.window,
+            config.seed,
+            config.shuffle_groups,
+        )
+        return stream, expected_pairs(count, length, config.window)
+    stream = PairStream(
+        data.train,
+        config.batch_size,
+        NegativeSampler(data.degree, config.negative_power),
+        config.negatives,
+        config.seed,
+        config.shuffle_groups,
+    )
+    return stream, data.train_rows
+
+
+def _train_epoch(model, step, tuner, stream, rows, probe, config, epoch, state, quiet):
+    """One pass over the stream; learning-curve points along the way."""
     stream.set_epoch(epoch)
     loader = DataLoader(
         stream,
@@ -177,9 +205,9 @@ def _train_epoch(model, step, tuner, stream, probe, config, epoch, data, state, 
         num_workers=config.workers,
         prefetch_factor=4 if config.workers else None,
     )
-    steps_per_epoch = math.ceil(data.train_rows / config.batch_size)
+    steps_per_epoch = math.ceil(rows / config.batch_size)
     points = curve_points(steps_per_epoch, config.eval_every)
-    total = data.train_rows * (1 + config.negatives)
+    total = rows * (1 + config.negatives)
     losses, samples, ticked = [], 0, time.perf_counter()
     with progress(total, "samples", f"epoch {epoch + 1}/{config.epochs}", quiet) as bar:
         for step_in_epoch, batch in enumerate(loader):

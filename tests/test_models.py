@@ -15,7 +15,7 @@ import pytest
 import torch
 from planted import write_planted
 
-from recsys_stream import stream as stream_module
+from pipeline.walks import walks
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import DistinctRows, gradients, layout_parameters
 from recsys_stream.losses import LOSSES, objective
@@ -25,6 +25,7 @@ from recsys_stream.similar import similar
 from recsys_stream.steps import AutogradStep, FusedStep
 from recsys_stream.stream import Batch, PairStream
 from recsys_stream.train import train
+from recsys_stream.walk_stream import WalkStream
 
 FAST = dict(epochs=2, lr=0.05, batch_size=128, eval_every=20, eval_sample=1000)
 
@@ -36,9 +37,12 @@ def kind(request) -> str:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    return write_planted(
+    """Planted clusters, with walks for the models that learn from walks."""
+    data = write_planted(
         tmp_path_factory.mktemp("planted"), products=600, pairs=6000, row_group=500
     )
+    walks(data, walks_per_node=4, length=10, quiet=True)
+    return data
 
 
 def random_batch(seed: int, vocab: int = 40, size: int = 16, k: int = 3) -> Batch:
@@ -158,17 +162,20 @@ def test_save_and_load_round_trip_bit_for_bit(kind, planted):
 def test_resume_after_interruption_is_bit_identical(kind, planted, monkeypatch):
     config = TrainConfig(model=kind, **{**FAST, "epochs": 3})
     whole = train(planted, config, name=f"whole-{kind}", quiet=True)
-    real_iter = PairStream.__iter__
+    streams = (PairStream, WalkStream)
+    real = {cls: cls.__iter__ for cls in streams}
 
     def interrupted(self):
         if self.epoch == 1:
             raise KeyboardInterrupt
-        return real_iter(self)
+        return real[type(self)](self)
 
-    monkeypatch.setattr(stream_module.PairStream, "__iter__", interrupted)
+    for cls in streams:
+        monkeypatch.setattr(cls, "__iter__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(planted, config, name=f"resumed-{kind}", quiet=True)
-    monkeypatch.setattr(stream_module.PairStream, "__iter__", real_iter)
+    for cls in streams:
+        monkeypatch.setattr(cls, "__iter__", real[cls])
     resumed = train(planted, config, name=f"resumed-{kind}", resume=True, quiet=True)
     assert resumed["parts"] == 2 and whole["parts"] == 1
     a = load_model(planted / "runs" / f"whole-{kind}")[0].state_dict()

@@ -1,0 +1,139 @@
+"""Skip-gram batches streamed from walks.parquet, word2vec-style.
+
+A restartable IterableDataset like :class:`~recsys_stream.stream.PairStream`:
+row groups of walks in a new seeded order each epoch, ``shuffle_groups`` at
+a time, shared between DataLoader workers. Each position of a walk is a
+centre; its contexts are the products within a window that word2vec draws
+anew for every centre (a reduced window b uniform in 1..window, so near
+neighbours count more), and each (centre, context) pair gets k negatives
+from the walk-frequency distribution raised to a power. Pairs are made for a
+whole chunk of walks at once, one array operation an offset, then shuffled
+and cut into batches: no per-walk Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.contracts import made_by, require, stamps
+from pipeline.errors import PipelineError
+from recsys_stream.sampling import NegativeSampler
+from recsys_stream.stream import Batch
+
+
+def open_walks(path: Path) -> pq.ParquetFile:
+    """walks.parquet, checked: a fixed-size list of int32 ids per walk."""
+    walks = require(path, pa.schema([]))
+    kind = walks.schema_arrow.field("walk").type if "walk" in walks.schema_arrow.names else None
+    if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.int32():
+        raise PipelineError(
+            f"{path}: no fixed-size list of int32 `walk` column; rerun `{made_by(path)}`"
+        )
+    return walks
+
+
+def walk_frequency(path: Path, size: int) -> np.ndarray:
+    """How often each product occurs in the walks: one pass, a row group at a time."""
+    walks = open_walks(path)
+    counts = np.zeros(size, dtype=np.int64)
+    for group in range(walks.num_row_groups):
+        ids = walks.read_row_group(group).column("walk").combine_chunks().flatten().to_numpy()
+        if len(ids) and (ids.min() < 0 or ids.max() >= size):
+            raise PipelineError(f"{path}: ids outside the vocabulary; rerun `{made_by(path)}`")
+        counts += np.bincount(ids, minlength=size)
+    return counts
+
+
+def expected_pairs(walks: int, length: int, window: int) -> int:
+    """The mean number of (centre, context) pairs an epoch makes (for the lr schedule)."""
+    offsets = np.arange(1, min(window, length - 1) + 1)
+    kept = (window - offsets + 1) / window  # P(reduced window >= offset)
+    return round(walks * float((2 * (length - offsets) * kept).sum()))
+
+
+class WalkStream(IterableDataset):
+    """Batches of (centre, context) pairs with negatives; see the module doc."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int,
+        sampler: NegativeSampler,
+        negatives: int,
+        window: int,
+        seed: int,
+        shuffle_groups: int,
+    ):
+        self.path = Path(path)
+        self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
+        self.window, self.seed, self.shuffle_groups = window, seed, shuffle_groups
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        walks = pq.ParquetFile(self.path)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(walks.num_row_groups)
+        groups = order[worker::workers].tolist()
+        carry = (np.empty(0, np.int64), np.empty(0, np.int64))
+        for start in range(0, len(groups), self.shuffle_groups):
+            table = walks.read_row_groups(groups[start : start + self.shuffle_groups])
+            column = table.column("walk").combine_chunks()
+            chunk = column.flatten().to_numpy().reshape(len(column), -1)
+            centre, context = window_pairs(chunk, self.window, rng)
+            centre, context = (
+                np.concatenate([carry[0], centre]),
+                np.concatenate([carry[1], context]),
+            )
+            shuffled = rng.permutation(len(centre))
+            whole = len(shuffled) - len(shuffled) % self.batch_size
+            for offset in range(0, whole, self.batch_size):
+                rows = shuffled[offset : offset + self.batch_size]
+                yield self._batch(rng, centre[rows], context[rows])
+            carry = (centre[shuffled[whole:]], context[shuffled[whole:]])
+        if len(carry[0]):
+            yield self._batch(rng, *carry)
+
+    def _batch(self, rng: np.random.Generator, centre: np.ndarray, context: np.ndarray) -> Batch:
+        negatives = self.sampler.negatives(rng, centre, context, self.negatives)
+        others = np.concatenate([context[:, None], negatives], axis=1)
+        return Batch(torch.from_numpy(centre), torch.from_numpy(others), torch.ones(len(centre)))
+
+
+def window_pairs(
+    walks: np.ndarray, window: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, context) pairs of ``walks`` (n, L): each position with the products
+    within its own reduced window (uniform in 1..window) on either side."""
+    length = walks.shape[1]
+    reach = rng.integers(1, window + 1, size=walks.shape)  # each centre's reduced window
+    centres, contexts = [], []
+    for offset in range(1, min(window, length - 1) + 1):
+        for centre, context, centre_reach in (
+            (walks[:, :-offset], walks[:, offset:], reach[:, :-offset]),  # context to the right
+            (walks[:, offset:], walks[:, :-offset], reach[:, offset:]),  # to the left
+        ):
+            keep = centre_reach >= offset
+            centres.append(centre[keep])
+            contexts.append(context[keep])
+    centre = np.concatenate(centres).astype(np.int64)
+    context = np.concatenate(contexts).astype(np.int64)
+    distinct = centre != context  # a walk may come back: a product is no context of itself
+    return centre[distinct], context[distinct]
+
+
+def walks_of(path: Path) -> tuple[int, int, dict]:
+    """(walks, length, stamps) of walks.parquet."""
+    walks = open_walks(path)
+    return walks.metadata.num_rows, walks.schema_arrow.field("walk").type.list_size, stamps(walks)
