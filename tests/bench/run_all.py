@@ -39,6 +39,8 @@ RUNS = [
     ("compare", ["bench_compare.py", "--products", "500000", "--seeds", "42,43"]),
     ("tune", ["bench_tune.py", "--products", "100000", "--seeds", "42"]),
     ("busy", ["bench_busy.py", "--products", "100000"]),
+    ("walks", ["bench_walks.py", "--products", "2000000", "--speed-only"]),
+    ("walks", ["bench_walks.py", "--products", "100000"]),
 ]
 
 
@@ -86,7 +88,17 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 def render(results: list[dict]) -> str:
     of = {
         kind: [r for r in results if r["bench"] == kind]
-        for kind in ("parse", "pairs", "split", "train", "similar", "compare", "tune", "busy")
+        for kind in (
+            "parse",
+            "pairs",
+            "split",
+            "train",
+            "similar",
+            "compare",
+            "tune",
+            "busy",
+            "walks",
+        )
     }
     out = [f"Measured by `make bench` on {datetime.date.today()}: {machine()}.", ""]
     out += [
@@ -216,6 +228,7 @@ def render(results: list[dict]) -> str:
             ],
         )
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
+    out += render_walks(of["walks"])
     return "\n".join(out)
 
 
@@ -366,6 +379,52 @@ def render_busy(results: list[dict]) -> list[str]:
             cells.append(f"{value:,}" if isinstance(value, int) else value)
         rows.append([label, *cells])
     return out + table(["", *(f"{n} busy" for n in loads)], rows)
+
+
+def render_walks(results: list[dict]) -> list[str]:
+    walked = [r for r in results if r["what"] == "walks"]
+    learned = [r for r in results if r["what"] == "skipgram"]
+    out = []
+    if walked:
+        out += ["", "**Walks** (10 walks of 20 products from each product with a train pair):", ""]
+        out += table(
+            ["products", "weighted", "walks", "steps", "seconds", "steps/s", "peak RSS MiB"],
+            [
+                [
+                    f"{r['products']:,}",
+                    "yes" if r["weighted"] else "no",
+                    f"{r['walks']:,}",
+                    f"{r['steps']:,}",
+                    r["seconds"],
+                    f"{r['steps_per_s']:,}",
+                    r["peak_rss_mb"],
+                ]
+                for r in walked
+            ],
+        )
+    if learned:
+        out += [
+            "",
+            f"**Skip-gram against gensim's Word2Vec** ({learned[0]['products']:,} products; the "
+            "same uniform walks; one epoch, window 5, 5 negatives, dim 32, no subsampling; "
+            "ROC-AUC over all val rows):",
+            "",
+        ]
+        out += table(
+            ["method", "scorer", "AUC products", "AUC occurrences", "seconds", "tokens/s"],
+            [
+                [
+                    r["method"],
+                    r["scorer"],
+                    r["auc_products"],
+                    r["auc_occurrences"],
+                    r["seconds"],
+                    f"{r['tokens_per_s']:,}",
+                ]
+                for r in learned
+            ],
+        )
+    return out
 
 
 def rewrite_readme(section: str) -> None:

@@ -1,0 +1,148 @@
+"""Benchmark graph embeddings: the walks stage's speed, and skip-gram against gensim's Word2Vec.
+
+    python tests/bench/bench_walks.py --products 500000 --speed-only
+    python tests/bench/bench_walks.py --products 100000
+
+Walks: 10 walks of 20 products from every product with a train pair,
+uniform and weighted, the stage in a fresh process (steps/s, peak RSS).
+Skip-gram (without --speed-only): on the same uniform walks, one epoch of
+gensim's Word2Vec (sg=1, window 5, negative 5, no subsampling, dim 32, two
+workers, corpus_file mode, its fastest) and of the project's skip-gram
+(the same settings; negatives ~ walk frequency ** 0.75), each scored on the
+val pairs of both negative protocols by the dot product and the cosine of
+the input vectors, with their throughput in walk tokens a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from bench_compare import aucs, validations
+from bench_train import dataset, train_run
+from common import ROOT
+
+sys.path.insert(0, str(ROOT))
+
+from recsys_stream.runs import load_model
+
+WALKS_PER_NODE, LENGTH, WINDOW, DIM = 10, 20, 5, 32
+
+
+def run_walks(data: Path, weighted: bool) -> dict:
+    """The walks stage in a fresh interpreter, so its peak RSS is its own."""
+    code = (
+        "import json, sys; from pipeline.walks import walks; "
+        "print(json.dumps(walks(sys.argv[1], weighted=sys.argv[2] == '1', quiet=True)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data), "1" if weighted else "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def read_walks(data: Path) -> np.ndarray:
+    column = pq.read_table(data / "walks.parquet").column("walk").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), -1)
+
+
+def scorers(vectors: np.ndarray) -> dict:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return {
+        "dot": lambda a, b: (vectors[a] * vectors[b]).sum(1),
+        "cosine": lambda a, b: (unit[a] * unit[b]).sum(1),
+    }
+
+
+def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int) -> list[dict]:
+    from gensim.models import Word2Vec
+
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder) / "walks.txt"
+        np.savetxt(corpus, read_walks(data), fmt="%d")
+        started = time.perf_counter()
+        model = Word2Vec(
+            corpus_file=str(corpus),
+            sg=1,
+            window=WINDOW,
+            negative=5,
+            sample=0,
+            vector_size=DIM,
+            min_count=1,
+            epochs=1,
+            workers=2,
+            seed=42,
+        )
+        seconds = time.perf_counter() - started
+    vectors = np.zeros((size, DIM), dtype=np.float32)
+    keys = np.array([int(key) for key in model.wv.index_to_key])
+    vectors[keys] = model.wv.vectors
+    return [
+        {
+            "method": "gensim Word2Vec",
+            "scorer": name,
+            **aucs(vals, score),
+            "seconds": round(seconds, 1),
+            "tokens_per_s": round(tokens / seconds),
+        }
+        for name, score in scorers(vectors).items()
+    ]
+
+
+def project_skipgram(data: Path, vals: dict, tokens: int) -> list[dict]:
+    options = dict(epochs=1, window=WINDOW, negative_power=0.75, smoothing=0.0, dim=DIM)
+    summary = train_run(data, "skipgram-binary", "bench-skipgram", **options)
+    model, _, _ = load_model(data / "runs" / "bench-skipgram")
+    vectors = model.input.weight.detach().numpy()
+    return [
+        {
+            "method": "recsys-stream skipgram",
+            "scorer": name,
+            **aucs(vals, score),
+            "seconds": summary["train_seconds"],
+            "tokens_per_s": round(tokens / summary["train_seconds"]),
+            "samples_per_s": summary["samples_per_s"],
+        }
+        for name, score in scorers(vectors).items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--speed-only", action="store_true", help="only the walks stage")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
+    args = parser.parse_args()
+    data = dataset(args.products, args.workdir)
+    tag = {"bench": "walks", "products": args.products}
+    for weighted in (True, False):  # uniform last: the skip-gram learns from those walks
+        stats = run_walks(data, weighted)
+        keys = ("walks", "steps", "seconds", "steps_per_s", "peak_rss_mb")
+        print(
+            json.dumps(
+                {**tag, "what": "walks", "weighted": weighted, **{k: stats[k] for k in keys}}
+            ),
+            flush=True,
+        )
+    if args.speed_only:
+        return
+    vals = validations(data)
+    size = pq.ParquetFile(data / "vocab.parquet").metadata.num_rows
+    tokens = int(read_walks(data).size)
+    for line in gensim_word2vec(data, vals, size, tokens) + project_skipgram(data, vals, tokens):
+        print(json.dumps({**tag, "what": "skipgram", **line}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
