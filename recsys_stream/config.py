@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from pipeline.side_info import parse_features
 from recsys_stream.models import MODELS
 
 LABELS = ("binary", "continuous")
@@ -74,6 +75,12 @@ class TrainConfig:
         "skip-gram: a val pair's score, the dot product or cosine of the input vectors",
         choices=SCORERS,
     )
+    side_info: str = option(
+        "",
+        "comma-separated features (brand, category, price) whose vectors each product's vector "
+        "averages with its own, from products.parquet; products without train pairs get "
+        "vectors from them (trained by the autograd step)",
+    )
     step: str = option(
         "auto",
         "fused (closed-form gradients, for pair layouts), autograd (any model), or auto: fused "
@@ -93,6 +100,7 @@ class TrainConfig:
             raise PipelineError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        parse_features(self.side_info)
 
     @property
     def name(self) -> str:

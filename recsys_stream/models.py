@@ -49,6 +49,49 @@ class PairLayout:
     global_bias: nn.Parameter | None
 
 
+@dataclass
+class SideTables:
+    """Side information for a model: feature codes per product and the codes each feature uses.
+
+    ``codes`` None builds zero codes, for a model whose state is about to be loaded.
+    """
+
+    sizes: dict[str, int]
+    codes: dict[str, torch.Tensor] | None = None
+
+
+class SideEmbedding(nn.Module):
+    """A product table whose vector of a product is the mean of its own row and its features'.
+
+    ``own`` is the product's table; each feature (brand, leaf category, price
+    bucket: :mod:`pipeline.side_info`) has a table of its own, indexed by the
+    product's code in a buffer. A product with no pair still has a vector,
+    from its metadata. Indexing returns the mean; ``weight`` all V of them.
+    """
+
+    def __init__(self, own: nn.Embedding, side: SideTables, init):
+        super().__init__()
+        self.own = own
+        width = own.embedding_dim
+        self.features = nn.ModuleDict(
+            {name: embedding(size, width, init) for name, size in side.sizes.items()}
+        )
+        for name in side.sizes:
+            codes = side.codes[name] if side.codes else torch.zeros(own.num_embeddings)
+            self.register_buffer(f"codes_{name}", codes.to(torch.int32))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        total = self.own(ids)
+        for name, table in self.features.items():
+            total = total + table(getattr(self, f"codes_{name}")[ids])
+        return total / (1 + len(self.features))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(V, d): every product's vector (computed, not a parameter)."""
+        return self(torch.arange(self.own.num_embeddings))
+
+
 def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | None) -> nn.Embedding:
     """A trainable table on huge pages when large (see :mod:`recsys_stream.tables`).
 
@@ -87,9 +130,32 @@ class PairModel(nn.Module):
     def configure(self, config) -> None:
         """Take the settings of a run's TrainConfig that the model itself reads."""
 
+    @property
+    def side_features(self) -> tuple[str, ...]:
+        """The features side information adds to the product vectors (none by default)."""
+        table = getattr(self, self.vector_tables[0])
+        return tuple(table.features) if isinstance(table, SideEmbedding) else ()
+
+    def add_side_info(self, side: SideTables) -> None:
+        """Make each product's vector the mean of its own and its features' (SideEmbedding).
+
+        The product table (``vector_tables[0]``) is wrapped; the feature tables
+        are drawn after the model's own, so the model's tables are unchanged.
+        The fused step no longer fits (a vector is several rows): the
+        autograd step trains such a model.
+        """
+        name = self.vector_tables[0]
+        setattr(self, name, SideEmbedding(getattr(self, name), side, self._init))
+
     def tables(self) -> dict[str, nn.Embedding]:
-        """The sparse tables, by name: rows indexed by product id."""
-        return {name: m for name, m in self.named_children() if isinstance(m, nn.Embedding)}
+        """The sparse tables, by name: rows indexed by product or feature code."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
+
+    def own_vectors(self) -> dict[str, torch.Tensor]:
+        """Per product-vector table, the (V, d) rows that are the products' own (for smoothing)."""
+        tables = {name: getattr(self, name) for name in self.vector_tables}
+        own = {name: t.own if isinstance(t, SideEmbedding) else t for name, t in tables.items()}
+        return {name: table.weight for name, table in own.items()}
 
     def dense(self) -> dict[str, nn.Parameter]:
         """The parameters outside the sparse tables, by name."""
@@ -99,6 +165,10 @@ class PairModel(nn.Module):
     def layout(self) -> PairLayout | None:
         """The tables of the fused step's score, or None when the model does not fit it."""
         return None
+
+    def fused_layout(self) -> PairLayout | None:
+        """``layout()`` when the fused step can train it: plain tables, no side information."""
+        return None if self.side_features else self.layout()
 
     def query_vectors(self) -> torch.Tensor:
         """(V, d) vectors of products as queries of ``similar``."""
@@ -120,7 +190,7 @@ class PairModel(nn.Module):
     def exported(self) -> dict[str, torch.Tensor]:
         """Per-product columns of embeddings.parquet: name to (V, d) or (V,) values."""
         columns = {"vector": self.query_vectors()}
-        if self.candidate_vectors() is not self.query_vectors():
+        if self.vector_tables[-1] != self.vector_tables[0]:
             columns["context"] = self.candidate_vectors()
         if self.candidate_bias() is not None:
             columns["bias"] = self.candidate_bias()
@@ -232,15 +302,23 @@ class SkipGram(PairModel):
 
 
 def build_model(
-    kind: str, num_products: int, dim: int, init_std: float | None, seed: int
+    kind: str,
+    num_products: int,
+    dim: int,
+    init_std: float | None,
+    seed: int,
+    side: SideTables | None = None,
 ) -> PairModel:
-    """A freshly initialised model of the registered ``kind``, seeded.
+    """A freshly initialised model of the registered ``kind``, seeded, with ``side`` information.
 
     ``init_std`` None leaves the tables zero, for weights about to be loaded.
     """
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return MODELS[kind](num_products, dim, init_std)
+        model = MODELS[kind](num_products, dim, init_std)
+        if side is not None and side.sizes:
+            model.add_side_info(side)
+        return model
     finally:
         torch.random.set_rng_state(generator_state)

@@ -184,18 +184,19 @@ def _stage_table(data_dir: Path) -> list[str]:
 
 def _variant_table(variants: dict[str, dict]) -> list[str]:
     table = [
-        "| run | AUC all | AUC seen | PR-AUC | popularity AUC all | popularity AUC seen "
-        "| epochs | seconds | samples/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | AUC all | AUC seen | AUC cold | PR-AUC | popularity AUC all "
+        "| popularity AUC seen | popularity AUC cold | epochs | seconds | samples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, run in variants.items():
         s = run["summary"]
         parts = s.get("parts", 1)
         seconds = _fmt(s["seconds"], 1) + (f" ({parts} parts)" if parts > 1 else "")
         table.append(
-            f"| {name} | {_fmt(s['auc_all'])} | {_fmt(s['auc_seen'])} | {_fmt(s['pr_auc'])} | "
-            f"{_fmt(s['popularity_auc'])} | {_fmt(s['popularity_auc_seen'])} | {s['epochs']} | "
-            f"{seconds} | {_fmt(s['samples_per_s'])} |"
+            f"| {name} | {_fmt(s['auc_all'])} | {_fmt(s['auc_seen'])} | "
+            f"{_fmt(s.get('auc_cold'))} | {_fmt(s['pr_auc'])} | {_fmt(s['popularity_auc'])} | "
+            f"{_fmt(s['popularity_auc_seen'])} | {_fmt(s.get('popularity_auc_cold'))} | "
+            f"{s['epochs']} | {seconds} | {_fmt(s['samples_per_s'])} |"
         )
     return table
 
@@ -209,7 +210,9 @@ def _protocol_note(variants: dict[str, dict]) -> list[str]:
         f"`{p}`: {PROTOCOLS.get(p, 'not recorded in val.parquet')}" for p in protocols
     )
     return [
-        "AUC over all validation pairs and over the *seen* ones (both products in train); "
+        "AUC over all validation pairs, over the *seen* ones (both products in train) and "
+        "the *cold* ones (at least one product without a train pair, which a model knows "
+        "only through side information); "
         "popularity scores a pair by the product of the two train degrees. A resumed run's "
         f"seconds add up its parts. Validation negatives ({described}).",
     ]

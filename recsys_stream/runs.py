@@ -26,7 +26,7 @@ from pipeline.contracts import EMBEDDINGS, VOCAB, stamped
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, require_space
 from recsys_stream.config import TrainConfig
-from recsys_stream.models import PairModel, build_model
+from recsys_stream.models import PairModel, SideTables, build_model
 
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
@@ -116,12 +116,20 @@ class Run:
                 "state_dict": model.state_dict(),
                 "config": self.config.to_dict(),
                 "vocab_size": vocab_size,
+                "side_sizes": side_sizes(model),
                 "vocab_sha256": self.vocab_sha256,
                 "pairs_id": self.pairs_id,
                 "split_id": self.split_id,
             },
             self.path(MODEL),
         )
+
+
+def side_sizes(model: PairModel) -> dict[str, int]:
+    """The codes each side-information feature of ``model`` uses (to rebuild it)."""
+    tables = model.tables()
+    name = model.vector_tables[0]
+    return {f: tables[f"{name}.features.{f}"].num_embeddings for f in model.side_features}
 
 
 def run_dir(data_dir: Path, name: str) -> Path:
@@ -195,7 +203,8 @@ def load_model(run: str | os.PathLike) -> tuple[PairModel, TrainConfig, dict]:
     if not vocab.is_file() or file_sha256(vocab) != saved.get("vocab_sha256"):
         raise PipelineError(f"{path}: trained on another vocabulary than {vocab}; retrain")
     config = TrainConfig.from_dict(saved["config"])
-    model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed)
+    side = SideTables(saved.get("side_sizes", {}))
+    model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed, side)
     model.configure(config)
     model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
     model.eval()

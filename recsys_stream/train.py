@@ -27,10 +27,11 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
+from pipeline.side_info import parse_features, side_info
 from recsys_stream import evaluate, heap, runs, smoothing
 from recsys_stream.config import TrainConfig
 from recsys_stream.inputs import TrainingData, open_training_data
-from recsys_stream.models import PairModel, build_model
+from recsys_stream.models import PairModel, SideTables, build_model
 from recsys_stream.runs import Run, TrainState
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.schedule import learning_rate
@@ -84,7 +85,9 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
         data.pairs_id,
         data.split_id,
     )
-    model = build_model(config.model, data.vocab_size, config.dim, config.init_std, config.seed)
+    model = build_model(
+        config.model, data.vocab_size, config.dim, config.init_std, config.seed, _side(data, config)
+    )
     model.configure(config)
     stream, rows = _stream(model, config, data)
     step = make_step(model, config, data.max_weight)
@@ -113,6 +116,16 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
     summary["peak_rss_mb"] = peak_rss_mb()
     write_json(run.path(runs.SUMMARY), summary)
     return summary
+
+
+def _side(data: TrainingData, config: TrainConfig) -> SideTables | None:
+    """The side information ``--side-info`` names, coded from products.parquet; or None."""
+    features = parse_features(config.side_info)
+    if not features:
+        return None
+    side = side_info(data.directory, features)
+    codes = {name: torch.from_numpy(values) for name, values in side.codes.items()}
+    return SideTables(side.sizes, codes)
 
 
 def _starting_state(run: Run, resume, model: PairModel, step: Step) -> TrainState:
@@ -279,8 +292,7 @@ def _finish(model: PairModel, run: Run, data: TrainingData, state: TrainState) -
     config, val = run.config, data.val
     unsmoothed_auc = evaluate.auc(val.label, evaluate.scores(model, val.src, val.dst))
     with torch.no_grad():
-        for name in model.vector_tables:
-            weight = getattr(model, name).weight
+        for weight in model.own_vectors().values():
             weight.copy_(smoothing.smooth(weight, data.train, data.degree, config.smoothing))
     score = evaluate.scores(model, val.src, val.dst)
     popular = evaluate.popularity_scores(data.degree, val)
@@ -296,11 +308,13 @@ def _finish(model: PairModel, run: Run, data: TrainingData, state: TrainState) -
         "run": run.name,
         "auc_all": evaluate.auc(val.label, score),
         "auc_seen": evaluate.auc(val.label[seen], score[seen]),
+        "auc_cold": evaluate.auc(val.label[~seen], score[~seen]),
         "auc_all_unsmoothed": unsmoothed_auc,
         "pr_auc": evaluate.pr_auc(val.label, score),
         "pr_auc_seen": evaluate.pr_auc(val.label[seen], score[seen]),
         "popularity_auc": evaluate.auc(val.label, popular),
         "popularity_auc_seen": evaluate.auc(val.label[seen], popular[seen]),
+        "popularity_auc_cold": evaluate.auc(val.label[~seen], popular[~seen]),
         "negative_protocol": data.negative_protocol,
         "epochs": state.epoch,
         "steps": state.step,
@@ -311,6 +325,7 @@ def _finish(model: PairModel, run: Run, data: TrainingData, state: TrainState) -
         "parts": state.parts,
         "val_rows": len(val.label),
         "val_seen_rows": int(seen.sum()),
+        "val_cold_rows": int((~seen).sum()),
         "vocab_size": data.vocab_size,
         "split_id": data.split_id,
         "config": config.to_dict(),

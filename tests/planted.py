@@ -13,9 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contracts import TRAIN_SCHEMA, VAL_SCHEMA, VOCAB_SCHEMA, stamped
+from pipeline.contracts import PRODUCTS_SCHEMA, TRAIN_SCHEMA, VAL_SCHEMA, VOCAB_SCHEMA, stamped
 
 LINEAGE = {"pairs_id": "planted-pairs", "split_id": "planted-split"}
+PRODUCTS_ID = "planted-products"
 
 
 def write_planted(
@@ -25,8 +26,14 @@ def write_planted(
     clusters: int = 20,
     seed: int = 0,
     row_group: int = 4096,
+    cold: float = 0.0,
 ) -> Path:
-    """Write vocab/train/val parquet files for a planted graph into ``out``."""
+    """Write vocab/train/val parquet files for a planted graph into ``out``.
+
+    Also products.parquet, whose leaf category is a product's cluster (brand
+    and price are noise). ``cold``: the share of products whose pairs all go
+    to val, so they have no train pair.
+    """
     rng = np.random.default_rng(seed)
     cluster = rng.integers(0, clusters, products)
     popularity = rng.pareto(1.5, products) + 1
@@ -45,6 +52,11 @@ def write_planted(
     src, dst = (key // products).astype(np.int32), (key % products).astype(np.int32)
     weight = rng.choice(np.array([0.5, 1.0, 1.2, 1.5, 2.2], dtype=np.float32), len(src))
     n_val = round(len(src) * 0.33)
+    if cold:  # pairs of the cold products first, so they fall in val
+        is_cold = rng.random(products) < cold
+        order = np.argsort(~(is_cold[src] | is_cold[dst]), kind="stable")
+        src, dst = src[order], dst[order]
+        assert (is_cold[src] | is_cold[dst]).sum() <= n_val, "too many cold pairs"
     train_src, train_dst = src[n_val:], dst[n_val:]
     in_train = np.zeros(products, bool)
     in_train[train_src] = in_train[train_dst] = True
@@ -63,10 +75,11 @@ def write_planted(
         }
     )
     pq.write_table(
-        vocab.cast(stamped(VOCAB_SCHEMA, "pairs", **LINEAGE)),
+        vocab.cast(stamped(VOCAB_SCHEMA, "pairs", products_id=PRODUCTS_ID, **LINEAGE)),
         out / "vocab.parquet",
         row_group_size=row_group,
     )
+    _write_products(out / "products.parquet", vocab.column("asin").to_pylist(), cluster, seed)
     train = pa.table(
         {
             "src": train_src,
@@ -95,3 +108,20 @@ def write_planted(
     val_schema = stamped(VAL_SCHEMA, "split", negatives="products", **LINEAGE)
     pq.write_table(val.cast(val_schema), out / "val.parquet")
     return out
+
+
+def _write_products(path: Path, asins: list[str], cluster: np.ndarray, seed: int) -> None:
+    """The catalog: category [root, cluster], a brand of five and a price, both random."""
+    rng = np.random.default_rng(seed + 1)  # apart from the pairs' generator
+    n = len(asins)
+    columns = {
+        "line": np.arange(1, n + 1),
+        "asin": asins,
+        "title": [f"product {i}" for i in range(n)],
+        "brand": [f"brand {b}" for b in rng.integers(0, 5, n)],
+        "price": np.round(rng.lognormal(3, 1, n), 2),
+        "categories": [[["Root", f"cluster {c}"]] for c in cluster],
+    }
+    schema = stamped(PRODUCTS_SCHEMA, "parse", products_id=PRODUCTS_ID)
+    table = pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema})
+    pq.write_table(table.cast(schema), path)

@@ -74,10 +74,13 @@ def test_make_demo_with_the_system_python_builds_and_reuses_a_project_venv(tmp_p
     assert (copy / "data" / "demo" / "report.md").is_file()
     assert _site_packages(SYSTEM_PYTHON) == before  # nothing installed system-wide
 
+    outputs = sorted((copy / "data" / "demo").rglob("*.*"))
+    stamps = {path: path.stat().st_mtime_ns for path in outputs}
     again = _make(copy, "demo", *settings)
     assert again.returncode == 0
     assert "pip install" not in again.stdout and "making the project" not in again.stdout
-    assert "is up to date" in again.stdout
+    assert "-m pipeline" not in again.stdout and "-m recsys_stream" not in again.stdout
+    assert {path: path.stat().st_mtime_ns for path in outputs} == stamps  # nothing rewritten
 
     lint = _make(copy, "lint")  # the dev tools came with the environment
     assert lint.returncode == 0, lint.stdout[-2000:] + lint.stderr[-2000:]

@@ -1,5 +1,7 @@
 """The contract every registered model meets, run for each entry of the registry.
 
+Each runs plain, and MF with bias and skip-gram also with side information
+(``+side``: brand, category and price vectors averaged into the product's).
 A new model is checked here without a line of test code: its fused gradients
 (when it has a layout) against autograd's, each step's update against
 torch's own optimizers, that both steps give the same update, that a short
@@ -19,7 +21,7 @@ from pipeline.walks import walks
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import DistinctRows, gradients, layout_parameters
 from recsys_stream.losses import LOSSES, objective
-from recsys_stream.models import MODELS, build_model
+from recsys_stream.models import MODELS, SideTables, build_model
 from recsys_stream.runs import load_model
 from recsys_stream.similar import similar
 from recsys_stream.steps import AutogradStep, FusedStep
@@ -30,9 +32,30 @@ from recsys_stream.walk_stream import WalkStream
 FAST = dict(epochs=2, lr=0.05, batch_size=128, eval_every=20, eval_sample=1000)
 
 
-@pytest.fixture(params=sorted(MODELS))
+SIDE = "brand,category,price"
+VARIANTS = [*sorted(MODELS), "mf_bias+side", "skipgram+side"]
+
+
+@pytest.fixture(params=VARIANTS)
 def kind(request) -> str:
     return request.param
+
+
+def settings(kind: str) -> dict:
+    """The TrainConfig fields of a variant: its model, and its side information."""
+    model, _, side = kind.partition("+")
+    return {"model": model, "side_info": SIDE if side else ""}
+
+
+def build(kind: str, vocab: int, dim: int, init_std: float, seed: int):
+    """A variant's model; with side information, two features with random codes."""
+    side = None
+    if kind.endswith("+side"):
+        generator = torch.Generator().manual_seed(5)
+        sizes = {"brand": 3, "category": 4}
+        codes = {f: torch.randint(0, n, (vocab,), generator=generator) for f, n in sizes.items()}
+        side = SideTables(sizes, codes)
+    return build_model(settings(kind)["model"], vocab, dim, init_std, seed, side)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +77,7 @@ def random_batch(seed: int, vocab: int = 40, size: int = 16, k: int = 3) -> Batc
 
 
 def fresh(kind: str, vocab: int = 40):
-    model = build_model(kind, vocab, 6, init_std=0.5, seed=3)
+    model = build(kind, vocab, 6, init_std=0.5, seed=3)
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():  # nonzero biases, so their gradients are exercised
         for table in model.tables().values():
@@ -66,12 +89,12 @@ def fresh(kind: str, vocab: int = 40):
 @pytest.mark.parametrize("labels", sorted(LOSSES))
 def test_fused_gradients_equal_autograd(kind, labels):
     model = fresh(kind)
-    if model.layout() is None:
+    if model.fused_layout() is None:
         pytest.skip(f"{kind} has no fused step")
     batch, loss = random_batch(1), LOSSES[labels]
     target = loss.targets(batch.weight, batch.others.shape, 2.0)
     fused = gradients(
-        model.layout(), batch.anchor, batch.others, target, loss, 0.1, DistinctRows(40)
+        model.fused_layout(), batch.anchor, batch.others, target, loss, 0.1, DistinctRows(40)
     )
     objective(model, batch.anchor, batch.others, target, loss, 0.1).backward()
     assert fused.loss == pytest.approx(
@@ -82,7 +105,7 @@ def test_fused_gradients_equal_autograd(kind, labels):
             target.reshape(-1),
         ).item()
     )
-    for name, param in layout_parameters(model.layout()).items():
+    for name, param in layout_parameters(model.fused_layout()).items():
         rows, grad = fused.rows[name]
         dense = torch.zeros_like(param)
         dense[rows] = grad
@@ -115,7 +138,7 @@ def test_autograd_step_equals_torch_optimizers(kind):
 
 def test_both_steps_make_the_same_update(kind):
     model = fresh(kind)
-    if model.layout() is None:
+    if model.fused_layout() is None:
         pytest.skip(f"{kind} has no fused step")
     other = fresh(kind)
     fused = FusedStep(model, LOSSES["continuous"], 0.01, 2.0)
@@ -128,39 +151,42 @@ def test_both_steps_make_the_same_update(kind):
 
 
 def test_a_step_touches_only_the_batch_rows(kind):
-    model = build_model(kind, 1000, 8, init_std=0.1, seed=0)
+    model = build(kind, 1000, 8, init_std=0.1, seed=0)
     before = {name: t.weight.detach().clone() for name, t in model.tables().items()}
-    step = FusedStep if model.layout() is not None else AutogradStep
+    step = FusedStep if model.fused_layout() is not None else AutogradStep
     batch = Batch(torch.tensor([1, 2]), torch.tensor([[3, 4], [5, 6]]), torch.ones(2))
     step(model, LOSSES["binary"], 0.1, 1.0)(batch, 0.1)
+    products = torch.arange(1, 7)
     for name, table in model.tables().items():
         changed = set((table.weight != before[name]).any(1).nonzero().flatten().tolist())
-        assert changed <= {1, 2, 3, 4, 5, 6}, name
+        table_of, _, feature = name.partition(".features.")
+        codes = getattr(model, table_of).get_buffer(f"codes_{feature}") if feature else None
+        assert changed <= set((products if codes is None else codes[products]).tolist()), name
         assert changed, name
 
 
 @pytest.mark.parametrize("step", ["fused", "autograd"])
 def test_a_short_run_learns_the_planted_clusters(kind, planted, step):
-    if step == "fused" and build_model(kind, 2, 2, 0.1, 0).layout() is None:
+    if step == "fused" and build(kind, 2, 2, 0.1, 0).fused_layout() is None:
         pytest.skip(f"{kind} has no fused step")
-    config = TrainConfig(model=kind, step=step, **{**FAST, "epochs": 4})
+    config = TrainConfig(**settings(kind), step=step, **{**FAST, "epochs": 4})
     summary = train(planted, config, name=f"learn-{kind}-{step}", quiet=True)
     # Popularity scores about 0.69 here, a random model 0.5; the models reach 0.83-0.90.
     assert summary["auc_all"] > summary["popularity_auc"] + 0.1
 
 
 def test_save_and_load_round_trip_bit_for_bit(kind, planted):
-    config = TrainConfig(model=kind, **{**FAST, "epochs": 1})
+    config = TrainConfig(**settings(kind), **{**FAST, "epochs": 1})
     train(planted, config, name=f"saved-{kind}", quiet=True)
     model, loaded_config, saved = load_model(planted / "runs" / f"saved-{kind}")
-    assert loaded_config == config and type(model).name == kind
+    assert loaded_config == config and type(model).name == config.model
     for name, value in saved["state_dict"].items():
         assert torch.equal(model.state_dict()[name], value)
     assert not any(p.requires_grad and p.grad is not None for p in model.parameters())
 
 
 def test_resume_after_interruption_is_bit_identical(kind, planted, monkeypatch):
-    config = TrainConfig(model=kind, **{**FAST, "epochs": 3})
+    config = TrainConfig(**settings(kind), **{**FAST, "epochs": 3})
     whole = train(planted, config, name=f"whole-{kind}", quiet=True)
     streams = (PairStream, WalkStream)
     real = {cls: cls.__iter__ for cls in streams}
@@ -193,7 +219,8 @@ def curve(run) -> list[dict]:
 
 
 def test_similar_never_answers_the_query(kind, planted):
-    train(planted, TrainConfig(model=kind, **{**FAST, "epochs": 1}), name=f"sim-{kind}", quiet=True)
+    config = TrainConfig(**settings(kind), **{**FAST, "epochs": 1})
+    train(planted, config, name=f"sim-{kind}", quiet=True)
     queries = [f"P{i:09d}" for i in (0, 7, 599)]
     for cosine in (False, True):
         result = similar(planted / "runs" / f"sim-{kind}", queries, k=20, cosine=cosine)

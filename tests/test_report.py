@@ -63,7 +63,8 @@ def test_each_run_has_its_results_and_settings(dataset):
     }
     for name, s in summaries.items():
         row = next(line for line in lines if line.startswith(f"| {name} | 0."))
-        assert f"| {s['auc_all']:.4f} | {s['auc_seen']:.4f} | {s['pr_auc']:.4f} |" in row
+        cold = "–" if s["auc_cold"] is None else f"{s['auc_cold']:.4f}"
+        assert f"| {s['auc_all']:.4f} | {s['auc_seen']:.4f} | {cold} | {s['pr_auc']:.4f} |" in row
     assert "| plain | epochs 2, batch-size 256, eval-sample 1000 | products | 42 |" in lines
     assert (
         "| small | model mf, labels binary, epochs 2, dim 8, batch-size 256, eval-sample 1000 "

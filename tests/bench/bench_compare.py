@@ -13,7 +13,7 @@ fitted once and scored under both protocols on the same val positives.
 - Popularity: the product of the two train degrees.
 - implicit's ALS over the grid factors {32, 64} x regularization {0.01, 0.1,
   1} x alpha {1, 10, 40}, 15 iterations, and BPR with factors 64 and learning
-  rate {0.01, 0.025, 0.05}, 100 iterations, on the symmetric product x
+  rate {0.01, 0.025, 0.05, 0.1, 0.2}, 100 iterations, on the symmetric product x
   product matrix of train pairs holding the pair weights (the information
   the continuous labels carry). Each fit is scored with the dot product
   (u_a . i_b + u_b . i_a) and with the cosine of the item factors; the best
@@ -49,7 +49,7 @@ from recsys_stream.runs import load_model
 
 PROTOCOLS = ("products", "occurrences")
 ALS_GRID = {"factors": (32, 64), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
-BPR_GRID = {"factors": (64,), "learning_rate": (0.01, 0.025, 0.05)}
+BPR_GRID = {"factors": (64,), "learning_rate": (0.01, 0.025, 0.05, 0.1, 0.2)}
 THREADS = 2
 
 

@@ -39,13 +39,16 @@ RUNS = [
     ("compare", ["bench_compare.py", "--products", "500000", "--seeds", "42,43"]),
     ("tune", ["bench_tune.py", "--products", "100000", "--seeds", "42"]),
     ("busy", ["bench_busy.py", "--products", "100000"]),
+    ("side", ["bench_side.py", "--products", "100000", "--seeds", "42,43"]),
     ("walks", ["bench_walks.py", "--products", "2000000", "--speed-only"]),
     ("walks", ["bench_walks.py", "--products", "100000"]),
 ]
 
 
-def run(kinds: set[str]) -> list[dict]:
-    results = []
+def run(kinds: set[str], kept: list[dict]) -> list[dict]:
+    """Run the named kinds; results are saved after each command, so a stopped
+    run keeps what it measured."""
+    results = [r for r in kept if r["bench"] not in kinds]
     for name, command in RUNS:
         if name not in kinds:
             continue
@@ -62,6 +65,8 @@ def run(kinds: set[str]) -> list[dict]:
         for line in done.stdout.splitlines():
             if line.startswith("{"):
                 results.append({"bench": name, **json.loads(line)})
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text("".join(json.dumps(r) + "\n" for r in results))
     return results
 
 
@@ -97,6 +102,7 @@ def render(results: list[dict]) -> str:
             "compare",
             "tune",
             "busy",
+            "side",
             "walks",
         )
     }
@@ -228,7 +234,7 @@ def render(results: list[dict]) -> str:
             ],
         )
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
-    out += render_walks(of["walks"])
+    out += render_side(of["side"]) + render_walks(of["walks"])
     return "\n".join(out)
 
 
@@ -288,44 +294,38 @@ def render_compare(results: list[dict]) -> list[str]:
             ],
             rows,
         )
-        grid = [
-            r
-            for r in here
-            if r["method"] == "als"
-            and r["seed"] == min(x["seed"] for x in here if x["method"] == "als")
-        ]
-        if grid:
-            out += [
-                "",
-                f"<details><summary>The whole ALS grid at {products:,} products "
-                "(first seed)</summary>",
-                "",
-            ]
-            out += table(
-                [
-                    "factors",
-                    "regularization",
-                    "alpha",
-                    "scorer",
-                    "products",
-                    "occurrences",
-                    "fit s",
-                ],
-                [
-                    [
-                        r["config"]["factors"],
-                        r["config"]["regularization"],
-                        r["config"]["alpha"],
-                        r["scorer"],
-                        r["auc_products"],
-                        r["auc_occurrences"],
-                        r["fit_seconds"],
-                    ]
-                    for r in grid
-                ],
-            )
-            out += ["", "</details>"]
+        for method in ("als", "bpr"):
+            out += _grid_details(method, products, [r for r in here if r["method"] == method])
     return out
+
+
+def _grid_details(method: str, products: int, fits: list[dict]) -> list[str]:
+    """A folded table of every grid point of ``method`` at the first seed."""
+    if not fits:
+        return []
+    first = min(r["seed"] for r in fits)
+    grid = [r for r in fits if r["seed"] == first]
+    keys = list(grid[0]["config"])
+    out = [
+        "",
+        f"<details><summary>The whole {method.upper()} grid at {products:,} products "
+        "(first seed)</summary>",
+        "",
+    ]
+    out += table(
+        [*(k.replace("_", " ") for k in keys), "scorer", "products", "occurrences", "fit s"],
+        [
+            [
+                *(r["config"][k] for k in keys),
+                r["scorer"],
+                r["auc_products"],
+                r["auc_occurrences"],
+                r["fit_seconds"],
+            ]
+            for r in grid
+        ],
+    )
+    return [*out, "", "</details>"]
 
 
 def render_tune(results: list[dict]) -> list[str]:
@@ -379,6 +379,32 @@ def render_busy(results: list[dict]) -> list[str]:
             cells.append(f"{value:,}" if isinstance(value, int) else value)
         rows.append([label, *cells])
     return out + table(["", *(f"{n} busy" for n in loads)], rows)
+
+
+def render_side(results: list[dict]) -> list[str]:
+    """Side information: mean AUCs over the seeds, all, seen and cold rows, both protocols."""
+    if not results:
+        return []
+    first = results[0]
+    out = [
+        "",
+        f"**Side information** ({first['products']:,} products, MF with bias at its defaults; "
+        f"ROC-AUC, mean of seeds {', '.join(sorted({str(r['seed']) for r in results}))}; "
+        f"{first['cold_rows']:,} of {first['val_rows']:,} val rows are cold):",
+        "",
+    ]
+    columns = [
+        (f"{rows} {protocol}", f"auc_{rows}_{protocol}")
+        for protocol in ("products", "occurrences")
+        for rows in ("all", "seen", "cold")
+    ]
+    rows = []
+    for side in dict.fromkeys(r["side_info"] for r in results):
+        runs = [r for r in results if r["side_info"] == side]
+        cells = [_mean([r[key] for r in runs]) for _, key in columns]
+        speed = f"{round(sum(r['samples_per_s'] for r in runs) / len(runs)):,}"
+        rows.append([side, *cells, speed])
+    return out + table(["side info", *(name for name, _ in columns), "samples/s"], rows)
 
 
 def render_walks(results: list[dict]) -> list[str]:
@@ -445,9 +471,7 @@ def main() -> None:
     )
     if not args.render_only:
         kinds = set(args.only.split(",")) if args.only else {name for name, _ in RUNS}
-        kept = [r for r in kept if r["bench"] not in kinds] + run(kinds)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        kept = run(kinds, kept)
     rewrite_readme(render(kept))
 
 

@@ -1,0 +1,125 @@
+"""Side information: the codes products get, and what it does for products without train pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import write_lines
+from planted import write_planted
+
+from pipeline.errors import PipelineError
+from pipeline.pairs import build_pairs
+from pipeline.parse import parse
+from pipeline.side_info import PRICE_BUCKETS, parse_features, side_info
+from recsys_stream.config import TrainConfig
+from recsys_stream.runs import load_model
+from recsys_stream.train import train
+
+# Eight catalog products; each lists two others, H also one outside the catalog (Z).
+CATALOG = [
+    ("A", "Acme", 1.0, [["Root", "Audio", "Headphones"]], ["B", "C"]),
+    ("B", "Acme", 2.0, [["Root", "Audio", "Headphones"]], ["A", "C"]),
+    ("C", "Acme", 3.0, [["Root", "Cams"]], ["A", "B"]),
+    ("D", "Bolt", 4.0, [["Root", "Audio", "Headphones"]], ["E", "A"]),
+    ("E", "Bolt", 5.0, [["Root", "Cams"]], ["D", "F"]),
+    ("F", "Solo", 6.0, [["Root", "Cams"]], ["E", "G"]),
+    ("G", None, None, None, ["F", "H"]),
+    ("H", " Acme ", 8.0, [["Root", "Audio", "Headphones"], ["Other"]], ["G", "Z"]),
+]
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    lines = []
+    for asin, brand, price, categories, bought in CATALOG:
+        record = {"asin": asin, "title": f"product {asin}", "related": {"also_bought": bought}}
+        record |= {"brand": brand} if brand else {}
+        record |= {"price": price} if price else {}
+        record |= {"categories": categories} if categories else {}
+        lines.append(json.dumps(record))
+    data = tmp_path / "data"
+    parse(write_lines(tmp_path / "meta.json", lines), data, fmt="json", workers=1, quiet=True)
+    build_pairs(data, quiet=True)
+    return data
+
+
+def codes_by_asin(data, features=("brand", "category", "price")) -> dict[str, dict[str, int]]:
+    side = side_info(data, features)
+    asins = pq.read_table(data / "vocab.parquet").column("asin").to_pylist()
+    return {a: {f: int(side.codes[f][i]) for f in features} for i, a in enumerate(asins)}
+
+
+def test_shared_values_get_codes_by_count_and_the_rest_unknown(catalog):
+    codes = codes_by_asin(catalog)
+    # Acme (A, B, C and H, its spaces stripped) before Bolt (D, E); Solo is one product's.
+    assert {a: c["brand"] for a, c in codes.items()} == {
+        "A": 1, "B": 1, "C": 1, "H": 1, "D": 2, "E": 2, "F": 0, "G": 0, "Z": 0
+    }  # fmt: skip
+    # The leaf of the first path: Headphones (A, B, D, H) before Cams (C, E, F).
+    assert {a: c["category"] for a, c in codes.items()} == {
+        "A": 1, "B": 1, "D": 1, "H": 1, "C": 2, "E": 2, "F": 2, "G": 0, "Z": 0
+    }  # fmt: skip
+
+
+def test_price_buckets_follow_the_price_and_unknown_prices_are_zero(catalog):
+    codes = codes_by_asin(catalog, ("price",))
+    priced = [codes[a]["price"] for a in "ABCDEFH"]  # prices 1, 2, 3, 4, 5, 6, 8
+    assert priced == sorted(priced) and priced[0] == 1 and priced[-1] == PRICE_BUCKETS
+    assert codes["G"]["price"] == codes["Z"]["price"] == 0
+    assert side_info(catalog, ("price",)).sizes == {"price": PRICE_BUCKETS + 1}
+
+
+def test_products_from_another_parse_are_refused_in_one_line(catalog, tmp_path):
+    other = [json.dumps({"asin": "Q", "title": "q", "related": {"also_bought": ["R", "S"]}})]
+    parse(write_lines(tmp_path / "other.json", other), catalog, fmt="json", workers=1, quiet=True)
+    with pytest.raises(PipelineError, match="do not belong together"):
+        side_info(catalog)
+
+
+@pytest.mark.parametrize("text", ["colour", "brand,brand", "brand;price"])
+def test_unknown_or_repeated_features_are_one_line_errors(text):
+    with pytest.raises(PipelineError, match="--side-info takes distinct names among"):
+        parse_features(text)
+    with pytest.raises(PipelineError, match="--side-info"):
+        TrainConfig(side_info=text)
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    """Planted clusters (the leaf category is the cluster) with 5% of products cold."""
+    return write_planted(tmp_path_factory.mktemp("cold"), products=600, pairs=6000, cold=0.05)
+
+
+def fit(data, side: str) -> dict:
+    config = TrainConfig(side_info=side, epochs=4, lr=0.05, batch_size=128, eval_sample=1000)
+    return train(data, config, name=f"side-{side or 'none'}", quiet=True)
+
+
+def test_products_without_train_pairs_get_vectors_from_their_metadata(cold):
+    plain, side = fit(cold, ""), fit(cold, "brand,category,price")
+    # Cold rows: popularity cannot rank them (a cold product's degree is 0),
+    # nor can a plain model; the category's vector can. Measured: 0.58 and 0.94.
+    assert plain["popularity_auc_cold"] == 0.5
+    assert side["auc_cold"] > max(plain["auc_cold"], 0.5) + 0.2
+    assert side["auc_seen"] > plain["auc_seen"] - 0.02  # and the seen rows do not suffer
+    model = load_model(cold / "runs" / "side-brand,category,price")[0]
+    pairs = pq.read_table(cold / "train.parquet")
+    in_train = np.zeros(model.num_products, bool)
+    in_train[pairs.column("src").to_numpy()] = True
+    in_train[pairs.column("dst").to_numpy()] = True
+    never = torch.from_numpy(np.flatnonzero(~in_train))
+    assert len(never) > 10
+    table = model.embedding
+    parts = [table.own.weight[never]] + [
+        table.features[f].weight[table.get_buffer(f"codes_{f}")[never]]
+        for f in ("brand", "category", "price")
+    ]
+    vectors = model.query_vectors().detach()[never]
+    torch.testing.assert_close(vectors, sum(parts) / 4)  # the mean of its own and its features'
+    # Their own rows never trained (initialised at std 0.01, shrunk by smoothing): the
+    # metadata makes their vectors.
+    assert parts[0].norm(dim=1).max() < 0.1 * vectors.norm(dim=1).min()
