@@ -9,10 +9,11 @@ slower than on one thread. OMP_WAIT_POLICY=passive (sleep at barriers
 instead of spinning) removed the collapse, which confirms the cause, but
 cost a third of the quiet speed. So the trainer measures instead: it runs
 windows of steps at its current count and, now and then, a short trial at
-the other, and keeps whichever moves more samples a second. A window or
-trial that runs far slower than the current count did before ends at once,
-trials that lose come ever more rarely, and so the cost of looking stays
-small both when the machine is quiet and when it is busy.
+the other, and keeps whichever moves more samples a second. A window that
+runs far slower than the current count did before ends at once, and so does
+a trial as soon as it is clearly losing (1.5 times slower); trials that lose
+come ever more rarely, and so the cost of looking stays small both when the
+machine is quiet and when it is busy.
 
 The step gives the same bits at any thread count (its products and sums run
 along one row at a time; tested), so the choice changes only the speed.
@@ -28,7 +29,8 @@ WINDOW = 32  # steps between decisions
 TRIAL = 8  # steps of a trial of the other count
 MAX_WAIT = 64  # windows between trials at most, after trials that lost
 GAIN = 1.05  # a trial must beat the current count by this much to replace it
-COLLAPSE = 3.0  # running this many times slower than before ends a window or trial early
+COLLAPSE = 3.0  # running this many times slower than before ends a window early
+GIVE_UP = 1.5  # a trial this many times slower than the current count ends early: it lost
 
 
 class ThreadTuner:
@@ -36,7 +38,7 @@ class ThreadTuner:
 
     ``fixed`` 0 tries one thread and torch's own count (the cores it may use);
     another value runs that many threads throughout. It starts on one thread,
-    which cannot collapse, and tries the other after the first window.
+    which cannot collapse, and tries the other after a first window of TRIAL steps.
     """
 
     def __init__(self, fixed: int = 0):
@@ -46,7 +48,7 @@ class ThreadTuner:
         self.wait = self.windows = 1  # windows between trials, and since the last
         self.history: list[tuple[int, int]] = []  # (threads, samples/s) per window or trial
         self.steps_at = dict.fromkeys(self.counts, 0)  # steps run at each count
-        self._begin(self.current, WINDOW)
+        self._begin(self.current, TRIAL)  # a short first look at one thread
 
     def step_done(self, samples: int) -> None:
         """Count a finished step of ``samples``; end a window or trial when due."""
@@ -57,7 +59,8 @@ class ThreadTuner:
         self.steps += 1
         elapsed = time.perf_counter() - self.started
         known = self.rate.get(self.current)
-        collapsed = known is not None and elapsed > COLLAPSE * self.samples / known
+        limit = COLLAPSE if self.threads == self.current else GIVE_UP
+        collapsed = known is not None and elapsed > limit * self.samples / known
         if self.steps >= self.length or collapsed:
             self._end(self.samples / elapsed, collapsed)
 
@@ -73,8 +76,8 @@ class ThreadTuner:
             self.windows = 0
         else:
             self.windows += 1
-        if collapsed and threads == self.current:
-            self.windows = self.wait  # the machine changed: look again now
+        if collapsed and threads == self.current > self.counts[0]:
+            self.windows = self.wait  # the machine got busier: look at one thread now
         if self.windows >= self.wait:
             self._begin(next(c for c in self.counts if c != self.current), TRIAL)
         else:

@@ -62,6 +62,15 @@ def test_load_moves_it_to_one_thread_quickly_and_back_when_it_ends(monkeypatch):
     assert used[-1000:].count(2) > 990
 
 
+@pytest.mark.parametrize(("cost", "best"), [({1: 1.0, 2: 0.6}, 0.6), ({1: 1.0, 2: 2.5}, 1.0)])
+def test_looking_costs_little_even_in_a_short_run(monkeypatch, cost, best):
+    """520 steps (a short training): quiet, or beside a load that slows two threads 2.5x."""
+    machine = Machine(monkeypatch)
+    machine.cost = cost
+    seconds, _ = machine.run(ThreadTuner(), 520)
+    assert seconds < 1.03 * 520 * best  # a losing trial ends after a step or two
+
+
 def test_a_second_thread_that_gains_nothing_is_not_kept(monkeypatch):
     machine = Machine(monkeypatch)
     machine.cost = {1: 1.0, 2: 0.99}  # under the 5% a switch needs
