@@ -34,8 +34,12 @@ class Batch:
         return self.others.numel()
 
 
-class PairStream(IterableDataset):
-    """Batches of positives from train.parquet with negatives; see the module doc."""
+class RowGroupStream(IterableDataset):
+    """A restartable stream over a Parquet file's row groups, in a seeded order each epoch.
+
+    With DataLoader workers, each takes every n-th row group of the epoch's
+    order, with a generator of its own: each row is read once an epoch.
+    """
 
     def __init__(
         self,
@@ -61,13 +65,21 @@ class PairStream(IterableDataset):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(count)
         return order[worker::workers].tolist()
 
-    def __iter__(self) -> Iterator[Batch]:
+    def worker_plan(self) -> tuple[np.random.Generator, list[int]]:
+        """This worker's generator for the epoch and the row groups it reads."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = np.random.default_rng([self.seed, self.epoch, worker])
+        return rng, self.row_groups(worker, workers)
+
+
+class PairStream(RowGroupStream):
+    """Batches of positives from train.parquet with negatives; see the module doc."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng, groups = self.worker_plan()
         columns = ["src", "dst", "weight"]
         parquet = pq.ParquetFile(self.path)
-        groups = self.row_groups(worker, workers)
         carry = None
         for start in range(0, len(groups), self.shuffle_groups):
             table = parquet.read_row_groups(groups[start : start + self.shuffle_groups], columns)

@@ -20,12 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.contracts import made_by, require, stamps
 from pipeline.errors import PipelineError
 from recsys_stream.sampling import NegativeSampler
-from recsys_stream.stream import Batch
+from recsys_stream.stream import Batch, RowGroupStream
 
 
 def open_walks(path: Path) -> pq.ParquetFile:
@@ -58,7 +57,7 @@ def expected_pairs(walks: int, length: int, window: int) -> int:
     return round(walks * float((2 * (length - offsets) * kept).sum()))
 
 
-class WalkStream(IterableDataset):
+class WalkStream(RowGroupStream):
     """Batches of (centre, context) pairs with negatives; see the module doc."""
 
     def __init__(
@@ -71,21 +70,12 @@ class WalkStream(IterableDataset):
         seed: int,
         shuffle_groups: int,
     ):
-        self.path = Path(path)
-        self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
-        self.window, self.seed, self.shuffle_groups = window, seed, shuffle_groups
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(path, batch_size, sampler, negatives, seed, shuffle_groups)
+        self.window = window
 
     def __iter__(self) -> Iterator[Batch]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        rng, groups = self.worker_plan()
         walks = pq.ParquetFile(self.path)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(walks.num_row_groups)
-        groups = order[worker::workers].tolist()
         carry = (np.empty(0, np.int64), np.empty(0, np.int64))
         for start in range(0, len(groups), self.shuffle_groups):
             table = walks.read_row_groups(groups[start : start + self.shuffle_groups])
