@@ -11,9 +11,12 @@ cost a third of the quiet speed. So the trainer measures instead: it runs
 windows of steps at its current count and, now and then, a short trial at
 the other, and keeps whichever moves more samples a second. A window that
 runs far slower than the current count did before ends at once, and so does
-a trial as soon as it is clearly losing (1.5 times slower); trials that lose
-come ever more rarely, and so the cost of looking stays small both when the
-machine is quiet and when it is busy.
+a trial as soon as it is clearly losing (1.5 times slower). Trials that lose
+come ever more rarely, and never sooner than the time they cost allows
+(BUDGET): a step on two threads beside spinning processes can take 14 times
+as long, so even a one-step trial is costly; the time it lost sets how long
+the next one waits. So the cost of looking stays small both when the machine
+is quiet and when it is busy.
 
 The step gives the same bits at any thread count (its products and sums run
 along one row at a time; tested), so the choice changes only the speed.
@@ -21,7 +24,10 @@ along one row at a time; tested), so the choice changes only the speed.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -31,6 +37,7 @@ MAX_WAIT = 64  # windows between trials at most, after trials that lost
 GAIN = 1.05  # a trial must beat the current count by this much to replace it
 COLLAPSE = 3.0  # running this many times slower than before ends a window early
 GIVE_UP = 1.5  # a trial this many times slower than the current count ends early: it lost
+BUDGET = 0.02  # the share of the time that losing trials may cost, at most
 
 
 class ThreadTuner:
@@ -64,15 +71,32 @@ class ThreadTuner:
         if self.steps >= self.length or collapsed:
             self._end(self.samples / elapsed, collapsed)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the block's time out of the window or trial under way.
+
+        Learning-curve points and checkpoints run between steps; counted, they
+        would make whichever count happened to be running look slower.
+        """
+        paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.started += time.perf_counter() - paused_at
+
     def _end(self, rate: float, collapsed: bool) -> None:
         threads = self.threads
         self.rate[threads] = rate
         self.history.append((threads, round(rate)))
         if threads != self.current:  # a trial
-            if rate > GAIN * self.rate[self.current]:
+            known = self.rate[self.current]
+            if rate > GAIN * known:
                 self.current, self.wait = threads, 1
             else:
-                self.wait = min(2 * self.wait, MAX_WAIT)
+                lost = self.samples / rate - self.samples / known  # seconds
+                window = WINDOW * self.samples / self.steps / known  # seconds
+                affordable = math.ceil(lost / BUDGET / window)
+                self.wait = min(max(2 * self.wait, affordable), MAX_WAIT)
             self.windows = 0
         else:
             self.windows += 1

@@ -101,12 +101,13 @@ def _train(data_dir, config, name, resume, quiet, threads, started) -> dict:
         _train_epoch(model, step, tuner, stream, rows, probe, config, epoch, state, quiet)
         state.epoch = epoch + 1
         part_seconds = time.perf_counter() - started
-        run.save_checkpoint(
-            model,
-            step.state_dict(),
-            dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
-        )
-        runs.write_metrics(run.path(runs.METRICS), state.history)
+        with tuner.paused():
+            run.save_checkpoint(
+                model,
+                step.state_dict(),
+                dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
+            )
+            runs.write_metrics(run.path(runs.METRICS), state.history)
     del step  # the optimizer's moments, two thirds of the training memory
     summary = _finish(model, run, data, state)
     summary["steps_by_threads"] = {str(n): count for n, count in tuner.steps_at.items()}
@@ -264,9 +265,10 @@ def _record(model, probe, state, config, epoch, lr, losses, samples, ticked, tun
     elapsed = time.perf_counter() - ticked
     state.samples += samples
     state.train_seconds += elapsed
-    score = evaluate.scores(model, probe.src, probe.dst)
-    check_finite(float(score.sum()), state.step, config, "scores")
-    auc_all, auc_seen = evaluate.auc_all_and_seen(probe, score)
+    with tuner.paused():
+        score = evaluate.scores(model, probe.src, probe.dst)
+        check_finite(float(score.sum()), state.step, config, "scores")
+        auc_all, auc_seen = evaluate.auc_all_and_seen(probe, score)
     state.history.append(
         {
             "step": state.step,

@@ -8,7 +8,9 @@ machine:
 
 - ``train`` (MF with bias, 2 epochs) with the thread count chosen by
   measurement (the default), fixed at 2 (torch's default, the trainer's
-  behaviour before) and fixed at 1: samples/s over the training steps.
+  behaviour before) and fixed at 1: samples/s over the training steps, in
+  ``--repeats`` rounds of the three, since runs a minute apart differ by
+  about 10% here.
 - ``similar``: 1,000 lookups in one process, at torch's default threads.
 - ``pairs`` on the same catalog: polars' and Arrow's own thread pools.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -68,12 +71,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--loads", default="0,1,2")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="rounds of the three trainings a load (runs vary ~10%%)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "busy", "products": args.products}
     for load in (int(n) for n in args.loads.split(",")):
-        for threads, label in ((0, "chosen"), (2, "2"), (1, "1")):
+        for repeat, (threads, label) in itertools.product(
+            range(args.repeats), ((0, "chosen"), (2, "2"), (1, "1"))
+        ):
             with busy(load):
                 name = f"busy-{load}-{label}"
                 summary = train_run(data, "mf_bias-continuous", name, epochs=2, threads=threads)
@@ -82,6 +90,7 @@ def main() -> None:
                 "what": "train",
                 "load": load,
                 "threads": label,
+                "repeat": repeat,
                 "samples_per_s": summary["samples_per_s"],
                 "steps_by_threads": summary["steps_by_threads"],
             }

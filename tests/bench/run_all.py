@@ -375,10 +375,20 @@ def render_busy(results: list[dict]) -> list[str]:
                 for r in results
                 if r["what"] == pick[0] and r["load"] == load and r.get("threads") == pick[1]
             ]
-            value = (found[0].get("samples_per_s") or found[0].get("seconds")) if found else "–"
-            cells.append(f"{value:,}" if isinstance(value, int) else value)
+            cells.append(_mean_and_range([r.get("samples_per_s") or r["seconds"] for r in found]))
         rows.append([label, *cells])
     return out + table(["", *(f"{n} busy" for n in loads)], rows)
+
+
+def _mean_and_range(values: list) -> str:
+    """"mean (lowest-highest)" of repeated measurements, or the one value, or "–"."""
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if isinstance(values[0], int):
+        text = f"{round(mean):,}"
+        return text + (f" ({min(values):,}-{max(values):,})" if len(values) > 1 else "")
+    return f"{mean:.2f}"
 
 
 def render_side(results: list[dict]) -> list[str]:
