@@ -44,6 +44,13 @@ class TrainConfig:
     epochs: int = option(5, "passes over train.parquet", low=1)
     dim: int = option(32, "embedding size", low=1)
     negatives: int = option(5, "negatives sampled per positive pair", low=0)
+    shared_negatives: int = option(
+        0,
+        "0: each pair gets its own k negatives; N > 0: N negatives drawn once a batch are shared "
+        "by all its pairs, each at weight k / N (the same objective in expectation, scored as one "
+        "matrix product: far fewer rows to read and update)",
+        low=0,
+    )
     batch_size: int = option(
         2048, "positive pairs per step (a step sees batch x (1 + negatives) samples)", low=1
     )

@@ -63,43 +63,74 @@ def gradients(
     loss: Loss,
     l2: float,
     distinct: DistinctRows,
+    shared: torch.Tensor | None = None,
+    shared_weight: float = 0.0,
 ) -> Gradients:
-    """Gradients of mean loss + l2 * mean(|left_a|^2 + |right_b|^2) over the B x (1 + k) samples.
+    """Gradients of :func:`~recsys_stream.losses.objective` (mean loss + its L2 term).
 
-    Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``. Products and sums
-    run along one row at a time, so the result is the same bits whatever the
-    number of threads. Parameter names: ``left`` (with the right side's rows
-    too when the table is shared), ``right``, ``bias``, ``global_bias``.
+    Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``; ``shared``
+    negatives (N,) pair with every anchor, at ``shared_weight`` each, scored
+    as one (B, d) x (d, N) product, so they cost N row reads, not B x N.
+    Products and sums run along one row at a time, so the result is the same
+    bits whatever the number of threads. Parameter names: ``left`` (with the
+    right side's rows too when the table is shared), ``right``, ``bias``,
+    ``global_bias``.
     """
     left, right = layout.left.weight, layout.right.weight
+    bias = layout.bias.weight[:, 0] if layout.bias is not None else None
     flat = others.reshape(-1)
     ea = left.index_select(0, anchor)  # (B, d)
     eo = right.index_select(0, flat).view(*others.shape, -1)  # (B, K, d)
     logit = (eo * ea[:, None, :]).sum(-1)
-    if layout.bias is not None:
-        bias = layout.bias.weight[:, 0]
-        logit += bias.index_select(0, anchor)[:, None]
+    anchor_bias = bias.index_select(0, anchor)[:, None] if bias is not None else None
+    if bias is not None:
+        logit += anchor_bias
         logit += bias.index_select(0, flat).view(others.shape)
     if layout.global_bias is not None:
         logit += layout.global_bias
+    total = logit.numel() + (shared_weight * len(anchor) * len(shared) if shared is not None else 0)
     value, dlogit = loss.value_and_grad(logit, target)
-    decay = 2 * l2 / logit.numel()
+    decay = 2 * l2 / total
+    if shared is not None:  # rescale the row samples' mean to the weighted mean over all
+        value, dlogit = value * logit.numel() / total, dlogit * (logit.numel() / total)
     grad_anchor = (dlogit[..., None] * eo).sum(1).add_(ea, alpha=decay * others.shape[1])
     grad_others = (dlogit[..., None] * ea[:, None, :]).add_(eo, alpha=decay).view(len(flat), -1)
+    per_sample = [dlogit.sum(1), dlogit.reshape(-1)]  # the bias gradients of anchors and others
+    global_grad = dlogit.sum()
+    ids, grads = [flat], [grad_others]
+    if shared is not None:
+        es = right.index_select(0, shared)  # (N, d)
+        share = ea @ es.T  # (B, N)
+        if bias is not None:
+            share += anchor_bias
+            share += bias.index_select(0, shared)[None, :]
+        if layout.global_bias is not None:
+            share += layout.global_bias
+        part, dshare = loss.value_and_grad(share, torch.zeros_like(share))
+        weight = shared_weight * share.numel() / total
+        value, dshare = value + part * weight, dshare.mul_(weight)
+        grad_anchor += (dshare @ es).add_(ea, alpha=decay * len(shared) * shared_weight)
+        ids.append(shared)
+        grads.append((dshare.T @ ea).add_(es, alpha=decay * len(anchor) * shared_weight))
+        per_sample[0] = per_sample[0] + dshare.sum(1)
+        per_sample.append(dshare.sum(0))
+        # per anchor first: one sum over all B x N splits across threads, and its bits with them
+        global_grad = per_sample[0].sum()
+    right_ids = torch.cat(ids) if len(ids) > 1 else flat
+    right_grads = torch.cat(grads) if len(grads) > 1 else grad_others
     found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     touched = None
     if left is right:
-        touched = distinct(torch.cat([anchor, flat]))
-        found["left"] = _summed(touched, torch.cat([grad_anchor, grad_others]))
+        touched = distinct(torch.cat([anchor, right_ids]))
+        found["left"] = _summed(touched, torch.cat([grad_anchor, right_grads]))
     else:
         found["left"] = _summed(distinct(anchor), grad_anchor)
-        found["right"] = _summed(distinct(flat), grad_others)
-    if layout.bias is not None:
-        touched = touched or distinct(torch.cat([anchor, flat]))
-        per_sample = torch.cat([dlogit.sum(1), dlogit.reshape(-1)])
-        found["bias"] = _summed(touched, per_sample[:, None])
+        found["right"] = _summed(distinct(right_ids), right_grads)
+    if bias is not None:
+        touched = touched or distinct(torch.cat([anchor, right_ids]))
+        found["bias"] = _summed(touched, torch.cat(per_sample)[:, None])
     if layout.global_bias is not None:
-        found["global_bias"] = (torch.zeros(1, dtype=torch.long), dlogit.sum().reshape(1, 1))
+        found["global_bias"] = (torch.zeros(1, dtype=torch.long), global_grad.reshape(1, 1))
     return Gradients(found, value)
 
 

@@ -93,23 +93,39 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def objective(model, anchor, others, target, loss: Loss, l2: float) -> torch.Tensor:
+def objective(model, anchor, others, target, loss: Loss, l2: float, shared=None, shared_weight=0.0):
     """loss over the B x (1 + k) samples + l2 x mean(|left_a|^2 + |right_b|^2), for autograd."""
-    return sum(objective_terms(model, anchor, others, target, loss, l2))
+    return sum(objective_terms(model, anchor, others, target, loss, l2, shared, shared_weight))
 
 
 def objective_terms(
-    model, anchor, others, target, loss: Loss, l2: float
+    model, anchor, others, target, loss: Loss, l2: float, shared=None, shared_weight: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor | float]:
     """The objective's two terms: the mean loss and the L2 penalty.
 
-    Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``. The L2 term
-    covers only the rows the batch touches, each as often as it is touched:
-    the left table's rows of the anchors, the right table's of the others.
+    Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``. With ``shared``
+    negatives (N,), every anchor is also paired with each of them (target 0),
+    each such sample weighing ``shared_weight`` (k / N: the k negatives a row
+    would have had, in expectation); the means are weighted means. The L2
+    term covers only the rows the batch touches, each as often (and with the
+    weight) it is touched: the left table's rows of the anchors, the right
+    table's of the others.
     """
-    a = anchor[:, None].expand_as(others).reshape(-1)
-    b = others.reshape(-1)
-    data = loss(model.logits(a, b), target.reshape(-1))
+    groups = [(anchor[:, None].expand_as(others), others, target, 1.0)]
+    if shared is not None:
+        size = (len(anchor), len(shared))
+        zero = torch.zeros(size)
+        groups.append(
+            (anchor[:, None].expand(size), shared[None, :].expand(size), zero, shared_weight)
+        )
+    total = sum(weight * b.numel() for _, b, _, weight in groups)
+    data = (
+        sum(
+            weight * b.numel() * loss(model.logits(a.reshape(-1), b.reshape(-1)), t.reshape(-1))
+            for a, b, t, weight in groups
+        )
+        / total
+    )
     if not l2:
         return data, 0.0
     layout = model.layout()
@@ -118,4 +134,8 @@ def objective_terms(
     else:
         vectors = [getattr(model, name) for name in model.vector_tables]
         left, right = vectors[0], vectors[-1]
-    return data, l2 * (left(a).square().sum(1) + right(b).square().sum(1)).mean()
+    penalty = sum(
+        weight * (left(a.reshape(-1)).square().sum() + right(b.reshape(-1)).square().sum())
+        for a, b, _, weight in groups
+    )
+    return data, l2 * penalty / total

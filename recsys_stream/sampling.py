@@ -61,6 +61,10 @@ class NegativeSampler:
             )
         return drawn
 
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` ids drawn independently, excluding none (shared by a batch's pairs)."""
+        return self._inverse_cdf(rng.random(n))
+
     def _inverse_cdf(self, u: np.ndarray) -> np.ndarray:
         """searchsorted(cdf, u, "right") clipped to the last id, by the guide table."""
         last = len(self.cdf) - 1

@@ -69,6 +69,8 @@ class FusedStep(Step):
             self.loss,
             self.l2,
             self.distinct,
+            batch.shared,
+            batch.shared_weight,
         )
         self.optimizer.step(grads.rows, lr)
         return grads.loss
@@ -95,7 +97,14 @@ class AutogradStep(Step):
     def __call__(self, batch: Batch, lr: float) -> float:
         self.model.zero_grad(set_to_none=True)
         data, penalty = objective_terms(
-            self.model, batch.anchor, batch.others, self.targets(batch), self.loss, self.l2
+            self.model,
+            batch.anchor,
+            batch.others,
+            self.targets(batch),
+            self.loss,
+            self.l2,
+            batch.shared,
+            batch.shared_weight,
         )
         (data + penalty).backward()
         rows = {}

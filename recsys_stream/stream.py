@@ -3,7 +3,8 @@
 A restartable IterableDataset: it holds paths and options and opens the file
 inside ``__iter__``. Each epoch visits the row groups in a new seeded order,
 mixes ``shuffle_groups`` of them at a time in a bounded buffer, and yields
-whole batches as tensors with their sampled negatives. Under a DataLoader
+whole batches as tensors with their sampled negatives (k a pair, or N
+shared by the batch's pairs). Under a DataLoader
 with workers, worker w takes every n-th row group of that order, so each
 pair is seen exactly once per epoch.
 """
@@ -24,14 +25,24 @@ from recsys_stream.sampling import NegativeSampler
 
 @dataclass
 class Batch:
-    """B anchors, each with its positive partner then k negatives in ``others``."""
+    """B anchors, each with its positive partner then k negatives in ``others``.
+
+    Or, with ``shared`` negatives, ``others`` holds the partner only and the
+    N shared ids pair with every anchor, each at ``shared_weight`` (k / N).
+    """
 
     anchor: torch.Tensor  # (B,) int64
-    others: torch.Tensor  # (B, 1 + k) int64
+    others: torch.Tensor  # (B, 1 + k) int64, or (B, 1) with shared negatives
     weight: torch.Tensor  # (B,) float32: each pair's weight (the loss makes targets of it)
+    shared: torch.Tensor | None = None  # (N,) int64
+    shared_weight: float = 0.0
 
     def __len__(self) -> int:
-        return self.others.numel()
+        """Samples, as the objective counts them: B x (1 + k) either way."""
+        extra = (
+            0 if self.shared is None else self.shared_weight * len(self.anchor) * len(self.shared)
+        )
+        return self.others.numel() + round(extra)
 
 
 class RowGroupStream(IterableDataset):
@@ -49,10 +60,11 @@ class RowGroupStream(IterableDataset):
         negatives: int,
         seed: int,
         shuffle_groups: int,
+        shared: int = 0,
     ):
         self.path = Path(path)
         self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
-        self.seed, self.shuffle_groups = seed, shuffle_groups
+        self.seed, self.shuffle_groups, self.shared = seed, shuffle_groups, shared
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,6 +76,27 @@ class RowGroupStream(IterableDataset):
         count = pq.ParquetFile(self.path).num_row_groups
         order = np.random.default_rng([self.seed, self.epoch]).permutation(count)
         return order[worker::workers].tolist()
+
+    def batch(
+        self,
+        rng: np.random.Generator,
+        anchor: np.ndarray,
+        positive: np.ndarray,
+        weight: torch.Tensor,
+    ) -> Batch:
+        """The pairs with their negatives: k a row, or ``shared`` for the whole batch."""
+        if self.shared:
+            drawn = self.sampler.draw(rng, self.shared)
+            return Batch(
+                torch.from_numpy(anchor),
+                torch.from_numpy(positive[:, None]),
+                weight,
+                torch.from_numpy(drawn),
+                self.negatives / self.shared,
+            )
+        negatives = self.sampler.negatives(rng, anchor, positive, self.negatives)
+        others = np.concatenate([positive[:, None], negatives], axis=1)
+        return Batch(torch.from_numpy(anchor), torch.from_numpy(others), weight)
 
     def worker_plan(self) -> tuple[np.random.Generator, list[int]]:
         """This worker's generator for the epoch and the row groups it reads."""
@@ -100,7 +133,4 @@ class PairStream(RowGroupStream):
         src, dst = chunk["src"][rows].astype(np.int64), chunk["dst"][rows].astype(np.int64)
         flip = rng.random(len(rows)) < 0.5
         anchor, positive = np.where(flip, dst, src), np.where(flip, src, dst)
-        negatives = self.sampler.negatives(rng, anchor, positive, self.negatives)
-        others = np.concatenate([positive[:, None], negatives], axis=1)
-        weight = torch.from_numpy(chunk["weight"][rows])
-        return Batch(torch.from_numpy(anchor), torch.from_numpy(others), weight)
+        return self.batch(rng, anchor, positive, torch.from_numpy(chunk["weight"][rows]))

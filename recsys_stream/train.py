@@ -197,6 +197,7 @@ def _stream(model: PairModel, config: TrainConfig, data: TrainingData):
             config.window,
             config.seed,
             config.shuffle_groups,
+            config.shared_negatives,
         )
         return stream, expected_pairs(count, length, config.window)
     stream = PairStream(
@@ -206,6 +207,7 @@ def _stream(model: PairModel, config: TrainConfig, data: TrainingData):
         config.negatives,
         config.seed,
         config.shuffle_groups,
+        config.shared_negatives,
     )
     return stream, data.train_rows
 

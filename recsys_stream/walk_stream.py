@@ -8,7 +8,8 @@ anew for every centre (a reduced window b uniform in 1..window, so near
 neighbours count more), and each (centre, context) pair gets k negatives
 from the walk-frequency distribution raised to a power. Pairs are made for a
 whole chunk of walks at once, one array operation an offset, then shuffled
-and cut into batches: no per-walk Python loop.
+and cut into batches: no per-walk Python loop. With ``shared`` negatives a
+batch's pairs share N draws instead (word2vec's objective in expectation).
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ class WalkStream(RowGroupStream):
         window: int,
         seed: int,
         shuffle_groups: int,
+        shared: int = 0,
     ):
-        super().__init__(path, batch_size, sampler, negatives, seed, shuffle_groups)
+        super().__init__(path, batch_size, sampler, negatives, seed, shuffle_groups, shared)
         self.window = window
 
     def __iter__(self) -> Iterator[Batch]:
@@ -96,9 +98,7 @@ class WalkStream(RowGroupStream):
             yield self._batch(rng, *carry)
 
     def _batch(self, rng: np.random.Generator, centre: np.ndarray, context: np.ndarray) -> Batch:
-        negatives = self.sampler.negatives(rng, centre, context, self.negatives)
-        others = np.concatenate([context[:, None], negatives], axis=1)
-        return Batch(torch.from_numpy(centre), torch.from_numpy(others), torch.ones(len(centre)))
+        return self.batch(rng, centre, context, torch.ones(len(centre)))
 
 
 def window_pairs(

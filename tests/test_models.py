@@ -20,7 +20,7 @@ from planted import write_planted
 from pipeline.walks import walks
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import DistinctRows, gradients, layout_parameters
-from recsys_stream.losses import LOSSES, objective
+from recsys_stream.losses import LOSSES, objective, objective_terms
 from recsys_stream.models import MODELS, SideTables, build_model
 from recsys_stream.runs import load_model
 from recsys_stream.similar import similar
@@ -68,12 +68,22 @@ def planted(tmp_path_factory):
     return data
 
 
-def random_batch(seed: int, vocab: int = 40, size: int = 16, k: int = 3) -> Batch:
+def random_batch(seed: int, vocab: int = 40, size: int = 16, k: int = 3, shared: int = 0) -> Batch:
+    """k negatives a row, or (``shared`` N) the partner only and N negatives shared at k / N."""
     generator = torch.Generator().manual_seed(seed)
     anchor = torch.randint(0, vocab, (size,), generator=generator)
-    others = torch.randint(0, vocab, (size, 1 + k), generator=generator)
+    others = torch.randint(0, vocab, (size, 1 if shared else 1 + k), generator=generator)
     weight = torch.rand(size, generator=generator) * 2
-    return Batch(anchor, others, weight)
+    if not shared:
+        return Batch(anchor, others, weight)
+    return Batch(
+        anchor, others, weight, torch.randint(0, vocab, (shared,), generator=generator), k / shared
+    )
+
+
+@pytest.fixture(params=[0, 5], ids=["negatives-per-row", "shared-negatives"])
+def shared(request) -> int:
+    return request.param
 
 
 def fresh(kind: str, vocab: int = 40):
@@ -87,24 +97,28 @@ def fresh(kind: str, vocab: int = 40):
 
 
 @pytest.mark.parametrize("labels", sorted(LOSSES))
-def test_fused_gradients_equal_autograd(kind, labels):
+def test_fused_gradients_equal_autograd(kind, labels, shared):
     model = fresh(kind)
     if model.fused_layout() is None:
         pytest.skip(f"{kind} has no fused step")
-    batch, loss = random_batch(1), LOSSES[labels]
+    batch, loss = random_batch(1, shared=shared), LOSSES[labels]
     target = loss.targets(batch.weight, batch.others.shape, 2.0)
     fused = gradients(
-        model.fused_layout(), batch.anchor, batch.others, target, loss, 0.1, DistinctRows(40)
+        model.fused_layout(),
+        batch.anchor,
+        batch.others,
+        target,
+        loss,
+        0.1,
+        DistinctRows(40),
+        batch.shared,
+        batch.shared_weight,
     )
-    objective(model, batch.anchor, batch.others, target, loss, 0.1).backward()
-    assert fused.loss == pytest.approx(
-        loss(
-            model.logits(
-                batch.anchor[:, None].expand_as(batch.others).reshape(-1), batch.others.reshape(-1)
-            ),
-            target.reshape(-1),
-        ).item()
+    terms = objective_terms(
+        model, batch.anchor, batch.others, target, loss, 0.1, batch.shared, batch.shared_weight
     )
+    sum(terms).backward()
+    assert fused.loss == pytest.approx(terms[0].item())
     for name, param in layout_parameters(model.fused_layout()).items():
         rows, grad = fused.rows[name]
         dense = torch.zeros_like(param)
@@ -113,7 +127,7 @@ def test_fused_gradients_equal_autograd(kind, labels):
         torch.testing.assert_close(dense, leaf.grad.view_as(dense), atol=1e-6, rtol=1e-5)
 
 
-def test_autograd_step_equals_torch_optimizers(kind):
+def test_autograd_step_equals_torch_optimizers(kind, shared):
     """SparseAdam on the sparse tables, AdamW (no decay) on the dense parameters."""
     model, reference = fresh(kind), fresh(kind)
     step = AutogradStep(model, LOSSES["binary"], 0.01, 2.0)
@@ -124,11 +138,20 @@ def test_autograd_step_equals_torch_optimizers(kind):
     dense_params = list(reference.dense().values())
     dense = torch.optim.AdamW(dense_params, lr=0.05, weight_decay=0.0) if dense_params else None
     for seed in range(6):
-        batch = random_batch(seed)
+        batch = random_batch(seed, shared=shared)
         step(batch, 0.05)
         reference.zero_grad()
         target = LOSSES["binary"].targets(batch.weight, batch.others.shape, 2.0)
-        objective(reference, batch.anchor, batch.others, target, LOSSES["binary"], 0.01).backward()
+        objective(
+            reference,
+            batch.anchor,
+            batch.others,
+            target,
+            LOSSES["binary"],
+            0.01,
+            batch.shared,
+            batch.shared_weight,
+        ).backward()
         sparse.step()
         if dense:
             dense.step()
@@ -136,7 +159,7 @@ def test_autograd_step_equals_torch_optimizers(kind):
         torch.testing.assert_close(model.state_dict()[name], value, atol=1e-6, rtol=1e-5)
 
 
-def test_both_steps_make_the_same_update(kind):
+def test_both_steps_make_the_same_update(kind, shared):
     model = fresh(kind)
     if model.fused_layout() is None:
         pytest.skip(f"{kind} has no fused step")
@@ -144,10 +167,30 @@ def test_both_steps_make_the_same_update(kind):
     fused = FusedStep(model, LOSSES["continuous"], 0.01, 2.0)
     autograd = AutogradStep(other, LOSSES["continuous"], 0.01, 2.0)
     for seed in range(5):
-        batch = random_batch(seed)
+        batch = random_batch(seed, shared=shared)
         assert fused(batch, 0.05) == pytest.approx(autograd(batch, 0.05), rel=1e-5)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(other.state_dict()[name], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("step_kind", [FusedStep, AutogradStep])
+def test_shared_negatives_are_per_row_negatives_when_every_row_has_the_same(kind, step_kind):
+    """Shared ids at weight 1 are k negatives every row has: the same objective and update."""
+    if step_kind is FusedStep and fresh(kind).fused_layout() is None:
+        pytest.skip(f"{kind} has no fused step")
+    rows = random_batch(7)
+    negatives = rows.others[0, 1:]
+    rows.others[:, 1:] = negatives
+    shared = Batch(rows.anchor, rows.others[:, :1], rows.weight, negatives, 1.0)
+    models = [fresh(kind), fresh(kind)]
+    losses = [
+        step_kind(m, LOSSES["continuous"], 0.01, 2.0)(b, 0.05)
+        for m, b in zip(models, (rows, shared))
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert len(rows) == len(shared)
+    for a, b in zip(*(m.state_dict().values() for m in models)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_a_step_touches_only_the_batch_rows(kind):

@@ -64,7 +64,12 @@ def test_load_moves_it_to_one_thread_quickly_and_back_when_it_ends(monkeypatch):
 
 @pytest.mark.parametrize(
     ("cost", "best"),
-    [({1: 1.0, 2: 0.6}, 0.6), ({1: 1.0, 2: 2.5}, 1.0), ({1: 1.0, 2: 3.3}, 1.0), ({1: 1.0, 2: 14.0}, 1.0)],
+    [
+        ({1: 1.0, 2: 0.6}, 0.6),
+        ({1: 1.0, 2: 2.5}, 1.0),
+        ({1: 1.0, 2: 3.3}, 1.0),
+        ({1: 1.0, 2: 14.0}, 1.0),
+    ],
 )
 def test_looking_costs_little_even_in_a_short_run(monkeypatch, cost, best):
     """520 steps (a short training): quiet, or beside loads that slow two threads 2.5-14x.
@@ -108,11 +113,14 @@ def test_a_fixed_count_is_kept_without_trials(monkeypatch, fixed):
     assert set(used) == {fixed} and tuner.history == []
 
 
-def test_the_step_gives_the_same_bits_on_one_and_two_threads():
+@pytest.mark.parametrize("shared", [0, 32])
+def test_the_step_gives_the_same_bits_on_one_and_two_threads(shared):
     generator = torch.Generator().manual_seed(0)
     anchor = torch.randint(0, 5000, (2048,), generator=generator)
-    others = torch.randint(0, 5000, (2048, 6), generator=generator)
+    others = torch.randint(0, 5000, (2048, 1 if shared else 6), generator=generator)
     batch = Batch(anchor, others, torch.rand(2048, generator=generator))
+    if shared:  # its matrix products too
+        batch = Batch(anchor, others, batch.weight, torch.randint(0, 5000, (shared,)), 5 / shared)
     results = []
     for count in (1, 2):
         torch.set_num_threads(count)

@@ -50,7 +50,7 @@ def test_learning_rate_schedules(schedule):
         assert {lr for epoch in lrs for lr in epoch} == {0.1}
 
 
-def stream_over(planted, batch_size=100, negatives=2, seed=5):
+def stream_over(planted, batch_size=100, negatives=2, seed=5, shared=0):
     degree = (
         np.bincount(
             pq.read_table(planted / "train.parquet").column("src").to_numpy(), minlength=1500
@@ -64,6 +64,7 @@ def stream_over(planted, batch_size=100, negatives=2, seed=5):
         negatives,
         seed,
         shuffle_groups=2,
+        shared=shared,
     )
 
 
@@ -76,12 +77,13 @@ def positives_of(batches) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shared", [0, 16])
 # 3 workers on 2 cores is on purpose: DataLoader's warning about it is expected.
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_stream_sees_every_pair_once_per_epoch(planted, workers):
+def test_stream_sees_every_pair_once_per_epoch(planted, workers, shared):
     table = pq.read_table(planted / "train.parquet")
     expected = sorted(zip(table.column("src").to_pylist(), table.column("dst").to_pylist()))
-    stream = stream_over(planted)
+    stream = stream_over(planted, shared=shared)
     for epoch in range(2):
         stream.set_epoch(epoch)
         loader = DataLoader(stream, batch_size=None, num_workers=workers if workers > 1 else 0)
@@ -96,6 +98,34 @@ def test_stream_order_is_seeded_and_changes_by_epoch(planted):
     stream.set_epoch(1)
     assert positives_of(stream) != first
     assert positives_of(stream_over(planted, seed=6)) != first
+
+
+def test_shared_negatives_are_drawn_once_a_batch_and_weigh_k_over_n(planted):
+    batches = list(stream_over(planted, batch_size=100, negatives=2, shared=16))
+    for batch in batches:
+        assert batch.others.shape == (len(batch.anchor), 1) and batch.shared.shape == (16,)
+        assert batch.shared_weight == 2 / 16
+        assert len(batch) == 3 * len(batch.anchor)  # the samples the objective counts
+    assert len({tuple(b.shared.tolist()) for b in batches}) == len(batches)  # drawn anew
+    again = list(stream_over(planted, batch_size=100, negatives=2, shared=16))
+    assert all(torch.equal(a.shared, b.shared) for a, b in zip(batches, again))  # seeded
+
+
+def test_shared_draws_follow_degree_power():
+    degree = np.array([0, 1, 10, 100, 1000])
+    drawn = NegativeSampler(degree, 0.75).draw(np.random.default_rng(0), 100_000)
+    shares = np.bincount(drawn, minlength=5) / drawn.size
+    np.testing.assert_allclose(shares, degree**0.75 / (degree**0.75).sum(), atol=0.01)
+
+
+def test_training_with_shared_negatives_learns_and_repeats_itself(planted):
+    config = TrainConfig(shared_negatives=32, **FAST)
+    summary = train(planted, config, name="shared", quiet=True)
+    assert summary["auc_seen"] > summary["popularity_auc_seen"] and summary["auc_all"] > 0.75
+    train(planted, config, name="shared-again", quiet=True)
+    first, second = (load_model(planted / "runs" / n)[0] for n in ("shared", "shared-again"))
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_negatives_avoid_the_pair_and_follow_degree_power():

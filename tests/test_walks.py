@@ -139,3 +139,10 @@ def test_the_stream_covers_its_pairs_and_expected_pairs_is_their_mean(planted):
     for batch in batches[:5]:
         assert batch.others.shape[1] == 4 and (batch.others[:, 1:] != batch.anchor[:, None]).all()
         assert (batch.others[:, 0] != batch.anchor).all()
+    shared = WalkStream(
+        planted / "walks.parquet", 256, NegativeSampler(frequency, 0.75), 3, 5, 7, 2, shared=8
+    )
+    same_seed = list(shared)  # the windows drawn after each batch's negatives differ
+    assert abs(sum(len(b.anchor) for b in same_seed) - pairs) < 0.02 * pairs  # other draws
+    assert all(b.others.shape[1] == 1 and b.shared.shape == (8,) for b in same_seed)
+    assert {b.shared_weight for b in same_seed} == {3 / 8}

@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--loads", default="0,1,2")
     parser.add_argument(
-        "--repeats", type=int, default=2, help="rounds of the three trainings a load (runs vary ~10%%)"
+        "--repeats",
+        type=int,
+        default=2,
+        help="rounds of the three trainings a load (runs vary ~10%%)",
     )
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()

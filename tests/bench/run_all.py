@@ -381,7 +381,7 @@ def render_busy(results: list[dict]) -> list[str]:
 
 
 def _mean_and_range(values: list) -> str:
-    """"mean (lowest-highest)" of repeated measurements, or the one value, or "–"."""
+    """ "mean (lowest-highest)" of repeated measurements, or the one value, or "–"."""
     if not values:
         return "–"
     mean = sum(values) / len(values)
