@@ -35,6 +35,13 @@ DEMO_PRODUCTS ?= 100000
 QUIET ?=
 quiet = $(if $(QUIET),--quiet)
 VARIANTS := mf-binary mf-continuous mf_bias-binary mf_bias-continuous
+# Skip-gram over random walks of the train pairs, as bench_walks measures it
+# against gensim: one epoch, word2vec's negative power, raw vectors, and 32
+# negatives shared by each batch of 8,192 pairs (README, Graph embeddings).
+# EPOCHS= and BATCH_SIZE= still apply: later flags win.
+SKIPGRAM := skipgram-binary
+SKIPGRAM_FLAGS := --epochs 1 --negative-power 0.75 --smoothing 0 --shared-negatives 32 \
+	--batch-size 8192
 
 # The public address of McAuley's 2014 per-category metadata files.
 AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
@@ -133,6 +140,7 @@ $(eval $(call SETTINGS,$(DATA)/$(1)/.make/parse,raw=$(abspath $(2))))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/pairs,defaults))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/split,$(SPLIT_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/walks,$(SEED)))
 $(DATA)/$(1)/parse.json: $(2) $(DATA)/$(1)/.make/parse
 	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
 $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json $(DATA)/$(1)/.make/pairs
@@ -145,7 +153,12 @@ $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/tra
 	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto \
 		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) \
 		$(TRAIN_FLAGS) $(quiet)
-$(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS),$(DATA)/$(1)/runs/$(v)/summary.json)
+$(DATA)/$(1)/walks.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/walks
+	$(PYTHON) -m pipeline walks $(DATA)/$(1) $(call flag,--seed,$(SEED)) $(quiet)
+$(DATA)/$(1)/runs/$(SKIPGRAM)/summary.json: $(DATA)/$(1)/walks.json $(DATA)/$(1)/.make/train
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $(SKIPGRAM) --resume auto \
+		--model skipgram --labels binary $(SKIPGRAM_FLAGS) $(TRAIN_FLAGS) $(quiet)
+$(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM),$(DATA)/$(1)/runs/$(v)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 

@@ -77,9 +77,11 @@ class TrainConfig:
     window: int = option(
         5, "skip-gram: context window on either side (reduced at random per centre)", low=1
     )
+    # cosine by measurement: 0.9476 and 0.9430 against the dot product's 0.9363
+    # and 0.9330 under the two protocols (bench_walks, 100k catalog).
     scorer: str = option(
-        "dot",
-        "skip-gram: a val pair's score, the dot product or cosine of the input vectors",
+        "cosine",
+        "skip-gram: a val pair's score, the cosine or dot product of the input vectors",
         choices=SCORERS,
     )
     side_info: str = option(

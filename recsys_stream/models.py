@@ -270,15 +270,15 @@ class SkipGram(PairModel):
 
     Trained as <input[centre], output[context]>, with separate input and output
     tables (output zero at the start, as word2vec's); a product is its input
-    vector, and a pair scores by the dot product (``scorer`` "dot") or the
-    cosine ("cosine") of the two input vectors.
+    vector, and a pair scores by the cosine (``scorer`` "cosine") or the dot
+    product ("dot") of the two input vectors.
     """
 
     name = "skipgram"
     help = "skip-gram over random walks (run `python -m pipeline walks` first)"
     inputs = "walks"
     vector_tables = ("input",)
-    scorer = "dot"
+    scorer = "cosine"  # until configure() sets the run's (TrainConfig.scorer)
 
     def __init__(self, num_products: int, dim: int, init_std: float | None):
         super().__init__(num_products, dim, init_std)

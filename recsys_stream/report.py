@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS
+from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS, WALKS_STATS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries
 from recsys_stream import runs
@@ -173,6 +173,14 @@ def _stage_table(data_dir: Path) -> list[str]:
             split,
         ),
     ]
+    walked = _stats(data_dir / WALKS_STATS)
+    if walked:  # made only for skip-gram
+        kind = "weighted" if walked.get("weighted") else "uniform"
+        text = (
+            f"{_fmt(walked.get('walks'))} {kind} walks of {walked.get('length')}, "
+            f"{_fmt(walked.get('steps'))} steps"
+        )
+        rows.append(("walks", text, walked))
     table = ["| stage | result | seconds | peak RSS (MiB) |", "|---|---|---:|---:|"]
     for stage, text, values in rows:
         table.append(
