@@ -19,7 +19,6 @@ Prints one JSON line per measurement.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from bench_train import dataset, train_run
+from bench_train import catalog_parser, dataset, train_run
 from common import ROOT, run_stage
 
 SPIN = "while True: pass"
@@ -68,8 +67,7 @@ def similar_seconds(run: Path, data: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=100_000)
+    parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--loads", default="0,1,2")
     parser.add_argument(
         "--repeats",
@@ -77,7 +75,6 @@ def main() -> None:
         default=2,
         help="rounds of the three trainings a load (runs vary ~10%%)",
     )
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "busy", "products": args.products}

@@ -26,7 +26,6 @@ threads with one BLAS thread, as implicit recommends.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_train import VARIANTS, dataset, train_run
+from bench_train import VARIANTS, catalog_parser, dataset, train_run
 from common import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -167,11 +166,9 @@ def grid(space: dict) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=100_000)
+    parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--seeds", default="42,43")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     data = dataset(args.products, args.workdir)

@@ -12,14 +12,12 @@ data; brand and price are noise. Prints one JSON line per run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from bench_compare import validations
-from bench_train import dataset, train_run
+from bench_train import catalog_parser, dataset, train_run
 from common import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -40,10 +38,8 @@ def scored(model, val: evaluate.Validation) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=100_000)
+    parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--seeds", default="42")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     vals = validations(data)

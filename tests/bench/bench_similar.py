@@ -10,17 +10,15 @@ index load, one lookup and a batch of 1,000 lookups.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from bench_train import dataset, train
+from bench_train import catalog_parser, dataset, train
 from common import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -37,9 +35,7 @@ def timed(function, *args, **kwargs) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=2_000_000)
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
+    parser = catalog_parser(__doc__, 2_000_000)
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     run = data / "runs" / f"bench-{VARIANT}-{DIM}-1"

@@ -42,6 +42,14 @@ def dataset(products: int, workdir: Path) -> Path:
     return data
 
 
+def catalog_parser(doc: str, products: int) -> argparse.ArgumentParser:
+    """A bench's command line with the catalog :func:`dataset` builds: --products, --workdir."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--products", type=int, default=products)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
+    return parser
+
+
 def train_run(data: Path, variant: str, name: str, **options) -> dict:
     """Train ``variant`` as run ``name`` in a fresh process; its summary.json.
 
@@ -81,12 +89,10 @@ def train(data: Path, variant: str, dim: int, epochs: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=500_000)
+    parser = catalog_parser(__doc__, 500_000)
     parser.add_argument("--dims", default="32")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     for dim in map(int, args.dims.split(",")):

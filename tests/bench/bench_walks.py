@@ -16,7 +16,6 @@ the input vectors, with their throughput in walk tokens a second.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from bench_compare import aucs, validations
-from bench_train import dataset, train_run
+from bench_train import catalog_parser, dataset, train_run
 from common import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -132,10 +131,8 @@ def project_skipgram(data: Path, vals: dict, tokens: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=100_000)
+    parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--speed-only", action="store_true", help="only the walks stage")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "walks", "products": args.products}
