@@ -39,9 +39,11 @@ VARIANTS := mf-binary mf-continuous mf_bias-binary mf_bias-continuous
 # against gensim: one epoch, word2vec's negative power, raw vectors, and 32
 # negatives shared by each batch of 8,192 pairs (README, Graph embeddings).
 # EPOCHS= and BATCH_SIZE= still apply: later flags win.
+# skipgram-side adds brand, category and price vectors to each product's.
 SKIPGRAM := skipgram-binary
-SKIPGRAM_FLAGS := --epochs 1 --negative-power 0.75 --smoothing 0 --shared-negatives 32 \
-	--batch-size 8192
+SKIPGRAM_SIDE := skipgram-side
+SKIPGRAM_FLAGS := --model skipgram --labels binary --epochs 1 --negative-power 0.75 \
+	--smoothing 0 --shared-negatives 32 --batch-size 8192
 
 # The public address of McAuley's 2014 per-category metadata files.
 AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
@@ -157,8 +159,11 @@ $(DATA)/$(1)/walks.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/walks
 	$(PYTHON) -m pipeline walks $(DATA)/$(1) $(call flag,--seed,$(SEED)) $(quiet)
 $(DATA)/$(1)/runs/$(SKIPGRAM)/summary.json: $(DATA)/$(1)/walks.json $(DATA)/$(1)/.make/train
 	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $(SKIPGRAM) --resume auto \
-		--model skipgram --labels binary $(SKIPGRAM_FLAGS) $(TRAIN_FLAGS) $(quiet)
-$(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM),$(DATA)/$(1)/runs/$(v)/summary.json)
+		$(SKIPGRAM_FLAGS) $(TRAIN_FLAGS) $(quiet)
+$(DATA)/$(1)/runs/$(SKIPGRAM_SIDE)/summary.json: $(DATA)/$(1)/walks.json $(DATA)/$(1)/.make/train
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $(SKIPGRAM_SIDE) --resume auto \
+		$(SKIPGRAM_FLAGS) --side-info brand,category,price $(TRAIN_FLAGS) $(quiet)
+$(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM) $(SKIPGRAM_SIDE),$(DATA)/$(1)/runs/$(v)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 

@@ -88,7 +88,7 @@ class TrainConfig:
         "",
         "comma-separated features (brand, category, price) whose vectors each product's vector "
         "averages with its own, from products.parquet; products without train pairs get "
-        "vectors from them (trained by the autograd step)",
+        "vectors from them",
     )
     step: str = option(
         "auto",

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from recsys_stream import tables
 from recsys_stream.losses import Loss
-from recsys_stream.models import PairLayout
+from recsys_stream.models import PairLayout, SideEmbedding
 
 
 class DistinctRows:
@@ -76,11 +77,10 @@ def gradients(
     right side's rows too when the table is shared), ``right``, ``bias``,
     ``global_bias``.
     """
-    left, right = layout.left.weight, layout.right.weight
     bias = layout.bias.weight[:, 0] if layout.bias is not None else None
     flat = others.reshape(-1)
-    ea = left.index_select(0, anchor)  # (B, d)
-    eo = right.index_select(0, flat).view(*others.shape, -1)  # (B, K, d)
+    ea = _vectors(layout.left, anchor)  # (B, d)
+    eo = _vectors(layout.right, flat).view(*others.shape, -1)  # (B, K, d)
     logit = (eo * ea[:, None, :]).sum(-1)
     anchor_bias = bias.index_select(0, anchor)[:, None] if bias is not None else None
     if bias is not None:
@@ -99,7 +99,7 @@ def gradients(
     global_grad = dlogit.sum()
     ids, grads = [flat], [grad_others]
     if shared is not None:
-        es = right.index_select(0, shared)  # (N, d)
+        es = _vectors(layout.right, shared)  # (N, d)
         share = ea @ es.T  # (B, N)
         if bias is not None:
             share += anchor_bias
@@ -118,20 +118,50 @@ def gradients(
         global_grad = per_sample[0].sum()
     right_ids = torch.cat(ids) if len(ids) > 1 else flat
     right_grads = torch.cat(grads) if len(grads) > 1 else grad_others
+    right_name = "left" if layout.right is layout.left else "right"
+    parts: dict[str, tuple[list, list]] = {}
+    for name, table, rows, grad in (
+        ("left", layout.left, anchor, grad_anchor),
+        (right_name, layout.right, right_ids, right_grads),
+    ):
+        for source, source_rows, share in _sources(table, name, rows):
+            found_rows, found_grads = parts.setdefault(source, ([], []))
+            found_rows.append(source_rows)
+            found_grads.append(grad * share if share != 1 else grad)
     found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    touched = None
-    if left is right:
-        touched = distinct(torch.cat([anchor, right_ids]))
-        found["left"] = _summed(touched, torch.cat([grad_anchor, right_grads]))
-    else:
-        found["left"] = _summed(distinct(anchor), grad_anchor)
-        found["right"] = _summed(distinct(right_ids), right_grads)
+    distinct_of = {}  # (ids of the row tensors): DistinctRows' answer, reused by the bias
+    for source, (source_rows, source_grads) in parts.items():
+        key = tuple(map(id, source_rows))
+        distinct_of[key] = distinct(_joined(source_rows))
+        found[source] = _summed(distinct_of[key], _joined(source_grads))
     if bias is not None:
-        touched = touched or distinct(torch.cat([anchor, right_ids]))
+        key = (id(anchor), id(right_ids))
+        touched = distinct_of.get(key) or distinct(torch.cat([anchor, right_ids]))
         found["bias"] = _summed(touched, torch.cat(per_sample)[:, None])
     if layout.global_bias is not None:
         found["global_bias"] = (torch.zeros(1, dtype=torch.long), global_grad.reshape(1, 1))
     return Gradients(found, value)
+
+
+def _vectors(table: nn.Embedding | SideEmbedding, ids: torch.Tensor) -> torch.Tensor:
+    """The table's vectors of ``ids``: its rows, or with side information their means."""
+    return table.weight.index_select(0, ids) if isinstance(table, nn.Embedding) else table(ids)
+
+
+def _sources(
+    table: nn.Embedding | SideEmbedding, name: str, ids: torch.Tensor
+) -> list[tuple[str, torch.Tensor, float]]:
+    """The parameter rows the vectors of ``ids`` average, as (name, rows, share):
+    the table's own, or a side table's own and its features' (``name.feature``)."""
+    if isinstance(table, nn.Embedding):
+        return [(name, ids, 1.0)]
+    share = 1 / (1 + len(table.features))
+    codes = [(f"{name}.{f}", table.codes(f)[ids].long(), share) for f in table.features]
+    return [(name, ids, share), *codes]
+
+
+def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
 
 
 def _summed(
@@ -144,9 +174,16 @@ def _summed(
 
 def layout_parameters(layout: PairLayout) -> dict[str, torch.Tensor]:
     """The layout's parameters as 2-d tables, by the names :func:`gradients` uses."""
-    found = {"left": layout.left.weight}
+    found = {}
+    sides = [("left", layout.left)]
     if layout.right is not layout.left:
-        found["right"] = layout.right.weight
+        sides.append(("right", layout.right))
+    for name, table in sides:
+        if isinstance(table, nn.Embedding):
+            found[name] = table.weight
+        else:
+            found[name] = table.own.weight
+            found.update({f"{name}.{f}": t.weight for f, t in table.features.items()})
     if layout.bias is not None:
         found["bias"] = layout.bias.weight
     if layout.global_bias is not None:

@@ -80,10 +80,14 @@ class SideEmbedding(nn.Module):
             codes = side.codes[name] if side.codes else torch.zeros(own.num_embeddings)
             self.register_buffer(f"codes_{name}", codes.to(torch.int32))
 
+    def codes(self, feature: str) -> torch.Tensor:
+        """(V,) each product's code of ``feature``: its row of that feature's table."""
+        return getattr(self, f"codes_{feature}")
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         total = self.own(ids)
         for name, table in self.features.items():
-            total = total + table(getattr(self, f"codes_{name}")[ids])
+            total = total + table(self.codes(name)[ids])
         return total / (1 + len(self.features))
 
     @property
@@ -141,8 +145,8 @@ class PairModel(nn.Module):
 
         The product table (``vector_tables[0]``) is wrapped; the feature tables
         are drawn after the model's own, so the model's tables are unchanged.
-        The fused step no longer fits (a vector is several rows): the
-        autograd step trains such a model.
+        The layout keeps the wrapped table: the fused step spreads a vector's
+        gradient over the rows it averages.
         """
         name = self.vector_tables[0]
         setattr(self, name, SideEmbedding(getattr(self, name), side, self._init))
@@ -165,10 +169,6 @@ class PairModel(nn.Module):
     def layout(self) -> PairLayout | None:
         """The tables of the fused step's score, or None when the model does not fit it."""
         return None
-
-    def fused_layout(self) -> PairLayout | None:
-        """``layout()`` when the fused step can train it: plain tables, no side information."""
-        return None if self.side_features else self.layout()
 
     def query_vectors(self) -> torch.Tensor:
         """(V, d) vectors of products as queries of ``similar``."""

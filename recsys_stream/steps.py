@@ -56,9 +56,10 @@ class FusedStep(Step):
 
     def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
         super().__init__(model, loss, l2, max_weight)
-        self.layout = model.fused_layout()
-        self.optimizer = LazyAdam(layout_parameters(self.layout))
-        self.distinct = DistinctRows(model.num_products)
+        self.layout = model.layout()
+        params = layout_parameters(self.layout)
+        self.optimizer = LazyAdam(params)
+        self.distinct = DistinctRows(max(p.shape[0] for p in params.values()))
 
     def __call__(self, batch: Batch, lr: float) -> float:
         grads = gradients(
@@ -138,10 +139,9 @@ def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
     """The step ``config.step`` names; ``auto``: fused when the model has a layout."""
     kind = config.step
     if kind == "auto":
-        kind = "fused" if model.fused_layout() is not None else "autograd"
-    if kind == "fused" and model.fused_layout() is None:
-        what = f"--model {config.model}" + (" with --side-info" if model.side_features else "")
-        raise PipelineError(f"{what} has no fused step; use --step autograd")
+        kind = "fused" if model.layout() is not None else "autograd"
+    if kind == "fused" and model.layout() is None:
+        raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
     return STEPS[kind](model, LOSSES[config.labels], config.l2, max_weight)
 
 

@@ -7,9 +7,17 @@ centre; its contexts are the products within a window that word2vec draws
 anew for every centre (a reduced window b uniform in 1..window, so near
 neighbours count more), and each (centre, context) pair gets k negatives
 from the walk-frequency distribution raised to a power. Pairs are made for a
-whole chunk of walks at once, one array operation an offset, then shuffled
-and cut into batches: no per-walk Python loop. With ``shared`` negatives a
-batch's pairs share N draws instead (word2vec's objective in expectation).
+whole chunk of walks at once, one array operation an offset, with no
+per-walk Python loop. With ``shared`` negatives a batch's pairs share N
+draws instead (word2vec's objective in expectation).
+
+A batch holds the pairs of consecutive walks (the chunk's walks shuffled
+first), as word2vec and gensim train sentence by sentence; only the order of
+the batches is shuffled. A walk of 20 revisits its neighbourhood, so a batch
+of 8,192 pairs touches about 1,400 distinct rows of each table, where pairs
+shuffled across the chunk touched 7,200: the lazy Adam then updates a fifth
+as many rows, and one skip-gram epoch at 100k products ran 1.9 times as
+fast, with the same AUC or better (README, Performance).
 """
 
 from __future__ import annotations
@@ -83,17 +91,16 @@ class WalkStream(RowGroupStream):
             table = walks.read_row_groups(groups[start : start + self.shuffle_groups])
             column = table.column("walk").combine_chunks()
             chunk = column.flatten().to_numpy().reshape(len(column), -1)
-            centre, context = window_pairs(chunk, self.window, rng)
+            centre, context = window_pairs(chunk[rng.permutation(len(chunk))], self.window, rng)
             centre, context = (
                 np.concatenate([carry[0], centre]),
                 np.concatenate([carry[1], context]),
             )
-            shuffled = rng.permutation(len(centre))
-            whole = len(shuffled) - len(shuffled) % self.batch_size
-            for offset in range(0, whole, self.batch_size):
-                rows = shuffled[offset : offset + self.batch_size]
+            whole = len(centre) - len(centre) % self.batch_size
+            for offset in rng.permutation(whole // self.batch_size) * self.batch_size:
+                rows = slice(offset, offset + self.batch_size)
                 yield self._batch(rng, centre[rows], context[rows])
-            carry = (centre[shuffled[whole:]], context[shuffled[whole:]])
+            carry = (centre[whole:], context[whole:])
         if len(carry[0]):
             yield self._batch(rng, *carry)
 
@@ -104,23 +111,23 @@ class WalkStream(RowGroupStream):
 def window_pairs(
     walks: np.ndarray, window: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(centre, context) pairs of ``walks`` (n, L): each position with the products
-    within its own reduced window (uniform in 1..window) on either side."""
+    """(centre, context) pairs of ``walks`` (n, L), walk by walk: each position with
+    the products within its own reduced window (uniform in 1..window) on either side."""
     length = walks.shape[1]
     reach = rng.integers(1, window + 1, size=walks.shape)  # each centre's reduced window
-    centres, contexts = [], []
+    centres, contexts, kept = [], [], []
     for offset in range(1, min(window, length - 1) + 1):
         for centre, context, centre_reach in (
             (walks[:, :-offset], walks[:, offset:], reach[:, :-offset]),  # context to the right
             (walks[:, offset:], walks[:, :-offset], reach[:, offset:]),  # to the left
         ):
-            keep = centre_reach >= offset
-            centres.append(centre[keep])
-            contexts.append(context[keep])
-    centre = np.concatenate(centres).astype(np.int64)
-    context = np.concatenate(contexts).astype(np.int64)
-    distinct = centre != context  # a walk may come back: a product is no context of itself
-    return centre[distinct], context[distinct]
+            centres.append(centre)
+            contexts.append(context)
+            kept.append(centre_reach >= offset)
+    centre, context = np.concatenate(centres, axis=1), np.concatenate(contexts, axis=1)
+    # a walk may come back: a product is no context of itself
+    keep = np.concatenate(kept, axis=1) & (centre != context)
+    return centre[keep].astype(np.int64), context[keep].astype(np.int64)
 
 
 def walks_of(path: Path) -> tuple[int, int, dict]:

@@ -16,7 +16,14 @@ from pipeline.synth import generate
 from recsys_stream.config import TrainConfig
 from recsys_stream.train import train
 
-VARIANTS = ["mf-binary", "mf-continuous", "mf_bias-binary", "mf_bias-continuous", "skipgram-binary"]
+VARIANTS = [
+    "mf-binary",
+    "mf-continuous",
+    "mf_bias-binary",
+    "mf_bias-continuous",
+    "skipgram-binary",
+    "skipgram-side",
+]
 
 
 def test_parse_pairs_split_train(tmp_path):
@@ -68,6 +75,8 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
     assert "| walks |" in report
     skipgram = json.loads((data / "runs" / "skipgram-binary" / "summary.json").read_text())
     assert skipgram["config"]["shared_negatives"] == 32 and skipgram["epochs"] == 1
+    side = json.loads((data / "runs" / "skipgram-side" / "summary.json").read_text())
+    assert side["config"]["side_info"] == "brand,category,price" and side["auc_cold"] > 0.5
 
     again = make(copy, "demo", *settings)
     assert again.returncode == 0
@@ -76,12 +85,12 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
     # More epochs retrain without re-splitting, and continue the checkpoints.
     more = make(copy, "demo", "DEMO_PRODUCTS=3000", "EPOCHS=2", "QUIET=1")
     assert more.returncode == 0, more.stderr[-2000:]
-    assert ran(more) == ["train"] * 5 + ["report"]
+    assert ran(more) == ["train"] * 6 + ["report"]
     summaries = [json.loads((data / "runs" / v / "summary.json").read_text()) for v in VARIANTS]
     assert all((s["epochs"], s["parts"]) == (2, 2) for s in summaries)
     # Another val share re-splits and retrains; another catalog size reparses.
     resplit = make(copy, "demo", "DEMO_PRODUCTS=3000", "EPOCHS=2", "QUIET=1", "VAL_PROP=0.5")
-    assert ran(resplit) == ["split"] + ["train"] * 4 + ["walks", "train", "report"]
+    assert ran(resplit) == ["split"] + ["train"] * 4 + ["walks", "train", "train", "report"]
     assert json.loads((data / "split.json").read_text())["val_prop"] == 0.5
     smaller = make(copy, "demo", "DEMO_PRODUCTS=2000", "EPOCHS=1", "QUIET=1")
     assert ran(smaller)[:3] == ["synth", "parse", "pairs"]

@@ -99,12 +99,12 @@ def fresh(kind: str, vocab: int = 40):
 @pytest.mark.parametrize("labels", sorted(LOSSES))
 def test_fused_gradients_equal_autograd(kind, labels, shared):
     model = fresh(kind)
-    if model.fused_layout() is None:
+    if model.layout() is None:
         pytest.skip(f"{kind} has no fused step")
     batch, loss = random_batch(1, shared=shared), LOSSES[labels]
     target = loss.targets(batch.weight, batch.others.shape, 2.0)
     fused = gradients(
-        model.fused_layout(),
+        model.layout(),
         batch.anchor,
         batch.others,
         target,
@@ -119,7 +119,7 @@ def test_fused_gradients_equal_autograd(kind, labels, shared):
     )
     sum(terms).backward()
     assert fused.loss == pytest.approx(terms[0].item())
-    for name, param in layout_parameters(model.fused_layout()).items():
+    for name, param in layout_parameters(model.layout()).items():
         rows, grad = fused.rows[name]
         dense = torch.zeros_like(param)
         dense[rows] = grad
@@ -161,7 +161,7 @@ def test_autograd_step_equals_torch_optimizers(kind, shared):
 
 def test_both_steps_make_the_same_update(kind, shared):
     model = fresh(kind)
-    if model.fused_layout() is None:
+    if model.layout() is None:
         pytest.skip(f"{kind} has no fused step")
     other = fresh(kind)
     fused = FusedStep(model, LOSSES["continuous"], 0.01, 2.0)
@@ -176,7 +176,7 @@ def test_both_steps_make_the_same_update(kind, shared):
 @pytest.mark.parametrize("step_kind", [FusedStep, AutogradStep])
 def test_shared_negatives_are_per_row_negatives_when_every_row_has_the_same(kind, step_kind):
     """Shared ids at weight 1 are k negatives every row has: the same objective and update."""
-    if step_kind is FusedStep and fresh(kind).fused_layout() is None:
+    if step_kind is FusedStep and fresh(kind).layout() is None:
         pytest.skip(f"{kind} has no fused step")
     rows = random_batch(7)
     negatives = rows.others[0, 1:]
@@ -196,7 +196,7 @@ def test_shared_negatives_are_per_row_negatives_when_every_row_has_the_same(kind
 def test_a_step_touches_only_the_batch_rows(kind):
     model = build(kind, 1000, 8, init_std=0.1, seed=0)
     before = {name: t.weight.detach().clone() for name, t in model.tables().items()}
-    step = FusedStep if model.fused_layout() is not None else AutogradStep
+    step = FusedStep if model.layout() is not None else AutogradStep
     batch = Batch(torch.tensor([1, 2]), torch.tensor([[3, 4], [5, 6]]), torch.ones(2))
     step(model, LOSSES["binary"], 0.1, 1.0)(batch, 0.1)
     products = torch.arange(1, 7)
@@ -210,7 +210,7 @@ def test_a_step_touches_only_the_batch_rows(kind):
 
 @pytest.mark.parametrize("step", ["fused", "autograd"])
 def test_a_short_run_learns_the_planted_clusters(kind, planted, step):
-    if step == "fused" and build(kind, 2, 2, 0.1, 0).fused_layout() is None:
+    if step == "fused" and build(kind, 2, 2, 0.1, 0).layout() is None:
         pytest.skip(f"{kind} has no fused step")
     config = TrainConfig(**settings(kind), step=step, **{**FAST, "epochs": 4})
     summary = train(planted, config, name=f"learn-{kind}-{step}", quiet=True)

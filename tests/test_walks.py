@@ -15,6 +15,7 @@ from planted import write_planted
 
 from pipeline.contracts import TRAIN_SCHEMA, stamped
 from pipeline.errors import PipelineError
+import pipeline.walks as walks_module
 from pipeline.walks import Graph, walks
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.walk_stream import WalkStream, expected_pairs, window_pairs
@@ -63,6 +64,28 @@ def test_the_same_seed_gives_the_same_file(planted, tmp_path):
     assert (planted / "walks.parquet").read_bytes() != first
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_file_does_not_depend_on_the_number_of_threads(planted, monkeypatch, weighted):
+    monkeypatch.setattr(walks_module, "WALK_ROWS", 128)  # many batches, in flight together
+    found = []
+    for threads in (1, 3):
+        monkeypatch.setattr(walks_module, "WALK_THREADS", threads)
+        walks(planted, walks_per_node=2, length=6, weighted=weighted, quiet=True)
+        found.append((planted / "walks.parquet").read_bytes())
+    assert found[0] == found[1]
+
+
+def test_the_graph_does_not_depend_on_the_number_of_threads(tmp_path, monkeypatch):
+    built = []
+    for threads in (1, 2):  # two threads read the two row groups side by side
+        monkeypatch.setattr(walks_module, "WALK_THREADS", threads)
+        graph = small_graph(tmp_path, weighted=True)
+        built.append([graph.indptr.tolist(), graph.indices.tolist(), graph.weights.tolist()])
+    assert built[0] == built[1]
+    assert built[0][1] == [1, 2, 3, 0, 0, 0, 5, 4]  # each row in the order of the file
+    assert graph.row_max.tolist() == [6, 1, 3, 6, 2, 2, 0]
+
+
 def small_graph(tmp_path: Path, weighted: bool) -> Graph:
     """0-1 (weight 1), 0-2 (weight 3), 0-3 (weight 6), 4-5; product 6 has no pair."""
     columns = [
@@ -76,7 +99,7 @@ def small_graph(tmp_path: Path, weighted: bool) -> Graph:
         tmp_path / "train.parquet",
         row_group_size=2,
     )
-    return Graph.build(pq.ParquetFile(tmp_path / "train.parquet"), 7, tmp_path, weighted)
+    return Graph.build(tmp_path / "train.parquet", 7, tmp_path, weighted)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -116,11 +139,15 @@ def brute_force_pairs(walks: np.ndarray, reach: np.ndarray) -> list[tuple[int, i
     return sorted(pairs)
 
 
-def test_window_pairs_equal_word2vecs_loop():
-    walked = np.random.default_rng(1).integers(0, 30, (40, 9)).astype(np.int32)
+def test_window_pairs_equal_word2vecs_loop_walk_by_walk():
+    # walk i holds products 100 i .. 100 i + 29, with returns
+    walked = np.random.default_rng(1).integers(0, 30, (40, 9)) + 100 * np.arange(40)[:, None]
+    walked = walked.astype(np.int32)
     centre, context = window_pairs(walked, 4, np.random.default_rng(2))
     reach = np.random.default_rng(2).integers(1, 5, size=walked.shape)  # the same draws
     assert sorted(zip(centre.tolist(), context.tolist())) == brute_force_pairs(walked, reach)
+    # a batch cut from them holds consecutive walks' pairs: the rows it touches are few
+    assert (np.diff(centre // 100) >= 0).all() and (centre // 100 == context // 100).all()
 
 
 def test_the_stream_covers_its_pairs_and_expected_pairs_is_their_mean(planted):

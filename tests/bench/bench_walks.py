@@ -1,17 +1,18 @@
 """Benchmark graph embeddings: the walks stage's speed, and skip-gram against gensim's Word2Vec.
 
     python tests/bench/bench_walks.py --products 500000 --speed-only
-    python tests/bench/bench_walks.py --products 100000
+    python tests/bench/bench_walks.py --products 100000 --seeds 42,43
 
 Walks: 10 walks of 20 products from every product with a train pair,
-uniform and weighted, the stage in a fresh process (steps/s, peak RSS).
-Skip-gram (without --speed-only): on the same uniform walks, one epoch of
-gensim's Word2Vec (sg=1, window 5, negative 5, no subsampling, dim 32, two
-workers, corpus_file mode, its fastest) and of the project's skip-gram
-(the same settings; negatives ~ walk frequency ** 0.75, k a pair or shared
-by a batch's pairs), each scored on the
-val pairs of both negative protocols by the dot product and the cosine of
-the input vectors, with their throughput in walk tokens a second.
+uniform and weighted, the stage in a fresh process writing a new file
+(steps/s, peak RSS). Skip-gram (without --speed-only): on the same uniform
+walks, one epoch of gensim's Word2Vec (sg=1, window 5, negative 5, no
+subsampling, dim 32, two workers, corpus_file mode, its fastest) and of the
+project's skip-gram (the same settings; negatives ~ walk frequency ** 0.75,
+k a pair or shared by a batch's pairs; and with side information), for each
+seed, scored on the val pairs of both negative protocols (all rows and the
+cold ones) by the dot product and the cosine of the input vectors, with
+their throughput in walk tokens a second.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
+from recsys_stream.evaluate import Validation
 from recsys_stream.runs import load_model
 
 WALKS_PER_NODE, LENGTH, WINDOW, DIM = 10, 20, 5, 32
@@ -38,6 +40,7 @@ WALKS_PER_NODE, LENGTH, WINDOW, DIM = 10, 20, 5, 32
 
 def run_walks(data: Path, weighted: bool) -> dict:
     """The walks stage in a fresh interpreter, so its peak RSS is its own."""
+    (data / "walks.parquet").unlink(missing_ok=True)  # a first run: no old file to replace
     code = (
         "import json, sys; from pipeline.walks import walks; "
         "print(json.dumps(walks(sys.argv[1], weighted=sys.argv[2] == '1', quiet=True)))"
@@ -65,7 +68,18 @@ def scorers(vectors: np.ndarray) -> dict:
     }
 
 
-def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int) -> list[dict]:
+def all_and_cold(vals: dict, score) -> dict[str, float]:
+    """ROC-AUC over all val rows and over the cold ones, under each protocol."""
+    cold = {
+        name: Validation(*(column[~val.seen] for column in (val.src, val.dst, val.label, val.seen)))
+        for name, val in vals.items()
+    }
+    found = aucs(vals, score)
+    found.update({key.replace("auc_", "auc_cold_"): auc for key, auc in aucs(cold, score).items()})
+    return found
+
+
+def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int, seed: int) -> list[dict]:
     from gensim.models import Word2Vec
 
     with tempfile.TemporaryDirectory() as folder:
@@ -82,7 +96,7 @@ def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int) -> list[dict
             min_count=1,
             epochs=1,
             workers=2,
-            seed=42,
+            seed=seed,
         )
         seconds = time.perf_counter() - started
     vectors = np.zeros((size, DIM), dtype=np.float32)
@@ -91,8 +105,9 @@ def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int) -> list[dict
     return [
         {
             "method": "gensim Word2Vec",
+            "seed": seed,
             "scorer": name,
-            **aucs(vals, score),
+            **all_and_cold(vals, score),
             "seconds": round(seconds, 1),
             "tokens_per_s": round(tokens / seconds),
         }
@@ -100,27 +115,34 @@ def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int) -> list[dict
     ]
 
 
-# The project's skip-gram: k negatives a pair (word2vec's way), and 32 negatives
-# shared by each batch of 8,192 pairs at weight 5 / 32 (the fast way).
+# The project's skip-gram: k negatives a pair (word2vec's way), 32 negatives
+# shared by each batch of 8,192 pairs at weight 5 / 32 (the fast way, the make
+# targets'), and that with brand, category and price vectors.
+SHARED = {"shared_negatives": 32, "batch_size": 8192}
 VARIANTS = {
     "recsys-stream skipgram": {},
-    "recsys-stream skipgram, shared negatives": {"shared_negatives": 32, "batch_size": 8192},
+    "recsys-stream skipgram, shared negatives": SHARED,
+    "recsys-stream skipgram, shared negatives, side info": {
+        **SHARED,
+        "side_info": "brand,category,price",
+    },
 }
 
 
-def project_skipgram(data: Path, vals: dict, tokens: int) -> list[dict]:
+def project_skipgram(data: Path, vals: dict, tokens: int, seed: int) -> list[dict]:
     lines = []
-    for method, extra in VARIANTS.items():
+    for number, (method, extra) in enumerate(VARIANTS.items()):
         options = dict(epochs=1, window=WINDOW, negative_power=0.75, smoothing=0.0, dim=DIM)
-        name = f"bench-skipgram-{len(lines)}"
-        summary = train_run(data, "skipgram-binary", name, **options, **extra)
+        name = f"bench-skipgram-{number}-{seed}"
+        summary = train_run(data, "skipgram-binary", name, **options, **extra, seed=seed)
         model, _, _ = load_model(data / "runs" / name)
         vectors = model.input.weight.detach().numpy()
         lines += [
             {
                 "method": method,
+                "seed": seed,
                 "scorer": scorer,
-                **aucs(vals, score),
+                **all_and_cold(vals, score),
                 "seconds": summary["train_seconds"],
                 "tokens_per_s": round(tokens / summary["train_seconds"]),
                 "samples_per_s": summary["samples_per_s"],
@@ -133,6 +155,7 @@ def project_skipgram(data: Path, vals: dict, tokens: int) -> list[dict]:
 def main() -> None:
     parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--speed-only", action="store_true", help="only the walks stage")
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds of the skip-grams")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "walks", "products": args.products}
@@ -150,8 +173,11 @@ def main() -> None:
     vals = validations(data)
     size = pq.ParquetFile(data / "vocab.parquet").metadata.num_rows
     tokens = int(read_walks(data).size)
-    for line in gensim_word2vec(data, vals, size, tokens) + project_skipgram(data, vals, tokens):
-        print(json.dumps({**tag, "what": "skipgram", **line}), flush=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for line in gensim_word2vec(data, vals, size, tokens, seed) + project_skipgram(
+            data, vals, tokens, seed
+        ):
+            print(json.dumps({**tag, "what": "skipgram", **line}), flush=True)
 
 
 if __name__ == "__main__":

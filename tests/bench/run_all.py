@@ -41,7 +41,7 @@ RUNS = [
     ("busy", ["bench_busy.py", "--products", "100000"]),
     ("side", ["bench_side.py", "--products", "100000", "--seeds", "42,43"]),
     ("walks", ["bench_walks.py", "--products", "2000000", "--speed-only"]),
-    ("walks", ["bench_walks.py", "--products", "100000"]),
+    ("walks", ["bench_walks.py", "--products", "100000", "--seeds", "42,43"]),
 ]
 
 
