@@ -9,7 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import cli, pairs, parse, split, synth, walks
+from pipeline import (
+    cli,
+    pairs,
+    parse,
+    rating_formats,
+    ratings,
+    split,
+    split_ratings,
+    synth,
+    synth_ratings,
+    walks,
+)
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -31,6 +42,13 @@ def _synth(a: argparse.Namespace) -> None:
         a.out, a.products, fmt=a.format, seed=a.seed, messy=a.messy, quiet=a.quiet
     )
     cli.summary("synth", stats, ["products", "lines", "faults", "seconds"])
+
+
+def _synth_ratings(a: argparse.Namespace) -> None:
+    stats = synth_ratings.generate_ratings(
+        a.out, a.users, a.items, a.ratings, fmt=a.format, seed=a.seed, quiet=a.quiet
+    )
+    cli.summary("synth-ratings", stats, ["users", "items", "ratings", "seconds"])
 
 
 def _parse(a: argparse.Namespace) -> None:
@@ -70,6 +88,20 @@ def _walks(a: argparse.Namespace) -> None:
     cli.summary("walks", stats, ["walks", "steps", "steps_per_s", "seconds"])
 
 
+def _ratings(a: argparse.Namespace) -> None:
+    stats = ratings.ratings(a.raw, a.out, fmt=a.format, titles=a.titles, quiet=a.quiet)
+    keys = ["format", "lines", "ratings", "repeated", "rejected", "users", "items", "seconds"]
+    cli.summary("ratings", stats, keys)
+
+
+def _split_ratings(a: argparse.Namespace) -> None:
+    stats = split_ratings.split_ratings(
+        a.dir, by=a.by, val_prop=a.val_prop, folds=a.folds, seed=a.seed, quiet=a.quiet
+    )
+    for name, facts in stats["files"].items():
+        cli.summary(f"split-ratings {name}", facts, ["rows", "unseen_users", "unseen_items"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every stage."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
@@ -90,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=synth.DEFAULT_SEED, help="(default: %(default)s)")
     p.add_argument("--messy", action="store_true", help="plant the faults real dumps have")
     p.set_defaults(main=_synth)
+
+    p = commands.add_parser(
+        "synth-ratings", parents=[quiet], help="generate ratings with planted structure"
+    )
+    p.add_argument("out", help="output file; gzipped when it ends in .gz")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--items", type=int, required=True)
+    p.add_argument("--ratings", type=int, required=True, help="about this many")
+    p.add_argument(
+        "--format",
+        choices=synth_ratings.FORMATS,
+        default=synth_ratings.DEFAULT_FORMAT,
+        help="(default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=synth_ratings.DEFAULT_SEED, help="(default: %(default)s)"
+    )
+    p.set_defaults(main=_synth_ratings)
 
     p = commands.add_parser("parse", parents=[quiet], help="metadata file to products.parquet")
     p.add_argument("raw", help="metadata file: .json or .jsonl, optionally .gz")
@@ -165,6 +215,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=walks.DEFAULT_SEED, help="(default: %(default)s)")
     p.set_defaults(main=_walks)
+
+    p = commands.add_parser("ratings", parents=[quiet], help="a ratings file to ratings.parquet")
+    p.add_argument(
+        "raw",
+        help="MovieLens ratings.csv, u.data or ratings.dat, RecBole .inter, "
+        "or an Amazon reviews file (JSON lines); gzipped or not",
+    )
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--format", choices=rating_formats.FORMATS, default=None, help="default: detect")
+    p.add_argument(
+        "--titles",
+        default=None,
+        help="item titles: movies.csv, u.item, movies.dat, or an Amazon products.parquet",
+    )
+    p.set_defaults(main=_ratings)
+
+    p = commands.add_parser("split-ratings", parents=[quiet], help="ratings to train and val")
+    p.add_argument("dir", help="dataset directory holding ratings.parquet")
+    p.add_argument(
+        "--by",
+        choices=split_ratings.SPLITS,
+        default=split_ratings.DEFAULT_BY,
+        help="random: a seeded share of the ratings; time: each user's latest share "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--val-prop",
+        type=float,
+        default=split_ratings.DEFAULT_VAL_PROP,
+        help="share held out for validation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--folds", type=int, default=0, help="K > 1: K-fold cross-validation files instead"
+    )
+    p.add_argument(
+        "--seed", type=int, default=split_ratings.DEFAULT_SEED, help="(default: %(default)s)"
+    )
+    p.set_defaults(main=_split_ratings)
     return parser
 
 

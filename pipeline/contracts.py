@@ -42,6 +42,11 @@ SPLIT_STATS = "split.json"
 EMBEDDINGS = "embeddings.parquet"
 WALKS = "walks.parquet"
 WALKS_STATS = "walks.json"
+# A ratings dataset's files (pipeline ratings, pipeline split-ratings).
+RATINGS = "ratings.parquet"
+USERS = "users.parquet"
+ITEMS = "items.parquet"
+RATINGS_STATS = "ratings.json"
 
 # The stage that writes each file, and the command that runs it.
 PRODUCERS = {
@@ -51,6 +56,9 @@ PRODUCERS = {
     TRAIN: ("split", "python -m pipeline split"),
     VAL: ("split", "python -m pipeline split"),
     WALKS: ("walks", "python -m pipeline walks"),
+    RATINGS: ("ratings", "python -m pipeline ratings"),
+    USERS: ("ratings", "python -m pipeline ratings"),
+    ITEMS: ("ratings", "python -m pipeline ratings"),
     EMBEDDINGS: ("train", "python -m recsys_stream train"),
 }
 
@@ -103,6 +111,28 @@ VAL_SCHEMA = pa.schema(
         ("label", pa.int8()),
         ("weight", pa.float32()),
         ("seen", pa.bool_()),
+    ]
+)
+
+
+# Ratings in the raw file's order (repeats of a (user, item) resolved), ids
+# 0..n-1 of users and items in the order of their first line.
+RATINGS_SCHEMA = pa.schema(
+    [
+        ("user", pa.int32()),
+        ("item", pa.int32()),
+        ("rating", pa.float32()),
+        ("timestamp", pa.int64()),
+    ]
+)
+
+# Users or items in id order: a row's position is its id.
+ENTITIES_SCHEMA = pa.schema(
+    [
+        ("id", pa.int32()),
+        ("key", pa.string()),  # the raw file's id: MovieLens' number, Amazon's reviewerID or asin
+        ("ratings", pa.int32()),
+        ("title", pa.string()),
     ]
 )
 

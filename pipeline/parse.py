@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import os
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.blocks import line_blocks
 from pipeline.contracts import (
     PARSE_STATS,
     PRODUCTS,
@@ -127,7 +127,7 @@ def _write(
         open(rejects_path, "w", encoding="utf-8") as rejects_file,
         progress(raw.stat().st_size, "B", f"parse {raw.name}", quiet) as bar,
     ):
-        blocks = _blocks(stream, raw, tally)
+        blocks = line_blocks(stream, raw, tally, BLOCK_BYTES)
         for batch, rejects in _parsed(blocks, fmt == "py", workers, tally):
             batch = _first_occurrences(batch, seen, tally)
             tally["products"] += batch.num_rows
@@ -160,32 +160,6 @@ def _first_occurrences(batch: pa.RecordBatch, seen: set[str], tally: dict) -> pa
         return batch
     tally["duplicates"] += dropped
     return batch.filter(pa.array(keep))
-
-
-def _blocks(stream, raw: Path, tally: dict) -> Iterator[tuple[bytes, int]]:
-    """(block of whole lines, number of its first line); counts lines and bytes."""
-    carry, first_line = b"", 1
-    while True:
-        try:
-            chunk = stream.read(BLOCK_BYTES)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise PipelineError(
-                f"{raw}: truncated or corrupt gzip stream after line {first_line - 1} ({exc})"
-            ) from None
-        if not chunk:
-            break
-        tally["bytes"] += len(chunk)
-        data = carry + chunk
-        cut = data.rfind(b"\n") + 1
-        block, carry = data[:cut], data[cut:]
-        if block:
-            yield block, first_line
-            lines = block.count(b"\n")
-            first_line += lines
-            tally["lines"] += lines
-    if carry:
-        tally["lines"] += 1
-        yield carry, first_line
 
 
 def _parsed(

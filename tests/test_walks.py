@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from planted import write_planted
 
+import pipeline.walks as walks_module
 from pipeline.contracts import TRAIN_SCHEMA, stamped
 from pipeline.errors import PipelineError
-import pipeline.walks as walks_module
 from pipeline.walks import Graph, walks
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.walk_stream import WalkStream, expected_pairs, window_pairs

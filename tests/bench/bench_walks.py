@@ -2,6 +2,7 @@
 
     python tests/bench/bench_walks.py --products 500000 --speed-only
     python tests/bench/bench_walks.py --products 100000 --seeds 42,43
+    python tests/bench/bench_walks.py --products 2000000 --epoch-only
 
 Walks: 10 walks of 20 products from every product with a train pair,
 uniform and weighted, the stage in a fresh process writing a new file
@@ -12,7 +13,9 @@ project's skip-gram (the same settings; negatives ~ walk frequency ** 0.75,
 k a pair or shared by a batch's pairs; and with side information), for each
 seed, scored on the val pairs of both negative protocols (all rows and the
 cold ones) by the dot product and the cosine of the input vectors, with
-their throughput in walk tokens a second.
+their throughput in walk tokens a second. --epoch-only: end to end, the
+uniform walks and one epoch of the make targets' skip-gram (shared
+negatives), each in a process of its own: seconds, tokens/s, peak RSS, AUC.
 """
 
 from __future__ import annotations
@@ -152,13 +155,34 @@ def project_skipgram(data: Path, vals: dict, tokens: int, seed: int) -> list[dic
     return lines
 
 
+def one_epoch(data: Path) -> dict:
+    """Uniform walks, then one epoch of the make targets' skip-gram on them."""
+    walked = run_walks(data, weighted=False)
+    options = dict(epochs=1, negative_power=0.75, smoothing=0.0, **SHARED)
+    summary = train_run(data, "skipgram-binary", "bench-skipgram-epoch", **options)
+    return {
+        "what": "epoch",
+        "walks_seconds": walked["seconds"],
+        "walks_peak_rss_mb": walked["peak_rss_mb"],
+        "train_seconds": summary["train_seconds"],
+        "tokens_per_s": round(walked["walks"] * walked["length"] / summary["train_seconds"]),
+        "samples_per_s": summary["samples_per_s"],
+        "train_peak_rss_mb": summary["peak_rss_mb"],
+        "auc_all": round(summary["auc_all"], 4),
+    }
+
+
 def main() -> None:
     parser = catalog_parser(__doc__, 100_000)
     parser.add_argument("--speed-only", action="store_true", help="only the walks stage")
+    parser.add_argument("--epoch-only", action="store_true", help="walks and one epoch, end to end")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds of the skip-grams")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
-    tag = {"bench": "walks", "products": args.products}
+    tag = {"bench": "epoch" if args.epoch_only else "walks", "products": args.products}
+    if args.epoch_only:
+        print(json.dumps({**tag, **one_epoch(data)}), flush=True)
+        return
     for weighted in (True, False):  # uniform last: the skip-gram learns from those walks
         stats = run_walks(data, weighted)
         keys = ("walks", "steps", "seconds", "steps_per_s", "peak_rss_mb")

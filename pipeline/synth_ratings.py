@@ -1,0 +1,148 @@
+"""Synthetic ratings with planted structure, in MovieLens' or Amazon's file format.
+
+For tests, the demo and benchmarks at Amazon scale (Books 2018: about 8M users,
+2M items, 20M+ ratings), where the real files cannot be downloaded here.
+
+- Each user and item has planted factors (``DIM`` of them) and a bias; a
+  rating is ``MEAN + b_user + b_item + <p_user, q_item> + noise``, rounded to
+  whole stars and clipped to 1..5. A model that learns the factors predicts
+  well below the RMSE of the global mean.
+- Activity is heavy-tailed: a user's share of the ratings and an item's
+  popularity are Pareto distributed, so a few users rate a lot and a few
+  items are rated by many (as in every real ratings file).
+- A user rates distinct items, at increasing timestamps from a start of
+  their own.
+
+Users are made a chunk at a time (their factors from a generator seeded by
+the seed and the chunk), items once; lines are written a chunk at a time, so
+memory holds the items and one chunk whatever the size. The same seed and
+sizes give the same file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_output
+from pipeline.progress import progress
+
+FORMATS = ("movielens-csv", "amazon")
+DEFAULT_FORMAT = "movielens-csv"
+DEFAULT_SEED = 42
+DIM = 8
+MEAN = 3.6
+NOISE = 0.5
+BIAS = 0.4
+ACTIVITY_TAIL = 1.5  # Pareto index of user activity and item popularity
+START = 1_300_000_000  # unix seconds: 2011
+SPAN = 200_000_000  # seconds over which users start rating
+USER_CHUNK = 100_000
+
+
+def generate_ratings(
+    out: str | os.PathLike,
+    users: int,
+    items: int,
+    ratings: int,
+    fmt: str = DEFAULT_FORMAT,
+    seed: int = DEFAULT_SEED,
+    quiet: bool = False,
+) -> dict:
+    """Write about ``ratings`` ratings of ``users`` users on ``items`` items to ``out``
+    (gzipped when it ends in .gz); return what was written."""
+    for name, value in (("--users", users), ("--items", items), ("--ratings", ratings)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PipelineError(f"{name} must be a positive integer, got {value!r}")
+    if ratings > users * items // 2:
+        raise PipelineError(f"--ratings {ratings} is more than half of users x items")
+    if fmt not in FORMATS:
+        raise PipelineError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    started = time.perf_counter()
+    rng = np.random.default_rng([seed, 0])
+    item_factors = rng.normal(0, 1 / np.sqrt(DIM), (items, DIM)).astype(np.float32)
+    item_bias = rng.normal(0, BIAS, items).astype(np.float32)
+    popularity = rng.pareto(ACTIVITY_TAIL, items) + 1
+    cumulative = np.cumsum(popularity / popularity.sum())
+    activity = rng.pareto(ACTIVITY_TAIL, users) + 1  # each user's share, before scaling
+    wanted = np.maximum(1, np.round(activity / activity.sum() * ratings)).astype(np.int64)
+    wanted = np.minimum(wanted, items // 2)
+    out = Path(out)
+    written = 0
+    with (
+        atomic_output(out) as tmp,
+        _open(tmp, out.suffix == ".gz") as file,
+        progress(users, "users", f"synth-ratings {out.name}", quiet) as bar,
+    ):
+        if fmt == "movielens-csv":
+            file.write(b"userId,movieId,rating,timestamp\n")
+        for first in range(0, users, USER_CHUNK):
+            chunk_rng = np.random.default_rng([seed, 1, first // USER_CHUNK])
+            count = wanted[first : first + USER_CHUNK]
+            frame = _chunk(chunk_rng, first, count, cumulative, item_factors, item_bias)
+            file.write(_render(frame, fmt))
+            written += frame.height
+            bar.update(len(count))
+    return {
+        "out": str(out),
+        "format": fmt,
+        "users": users,
+        "items": items,
+        "ratings": written,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _open(path: Path, gz: bool):
+    raw = open(path, "wb")
+    return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
+
+
+def _chunk(rng, first, count, cumulative, item_factors, item_bias) -> pl.DataFrame:
+    """The ratings of users first..first+len(count)-1: distinct items a user, in time order."""
+    user = np.repeat(np.arange(first, first + len(count)), count)
+    item = np.minimum(np.searchsorted(cumulative, rng.random(len(user))), len(cumulative) - 1)
+    distinct = np.unique(user.astype(np.int64) * len(cumulative) + item, return_index=True)[1]
+    user, item = user[np.sort(distinct)], item[np.sort(distinct)]  # a repeated draw is dropped
+    factors = rng.normal(0, 1 / np.sqrt(DIM), (len(count), DIM)).astype(np.float32)
+    bias = rng.normal(0, BIAS, len(count)).astype(np.float32)
+    local = user - first
+    score = MEAN + bias[local] + item_bias[item]
+    score += np.einsum("ij,ij->i", factors[local], item_factors[item]) * 2
+    score += rng.normal(0, NOISE, len(user))
+    stars = np.clip(np.round(score), 1, 5).astype(np.int8)
+    start = START + rng.integers(0, SPAN, len(count))
+    step = rng.integers(60, 30 * 86_400, len(user))
+    # each user's timestamps: their start plus the running sum of their steps
+    running = np.cumsum(step)
+    before = np.concatenate([[0], running])[np.searchsorted(user, user, side="left")]
+    stamp = start[local] + running - before
+    return pl.DataFrame({"user": user, "item": item, "rating": stars, "timestamp": stamp})
+
+
+def _render(frame: pl.DataFrame, fmt: str) -> bytes:
+    """The chunk's lines in ``fmt``."""
+    if fmt == "movielens-csv":
+        buffer = io.BytesIO()
+        frame.write_csv(buffer, include_header=False)
+        return buffer.getvalue()
+    line = pl.concat_str(
+        pl.lit('{"reviewerID": "A'),
+        pl.col("user"),
+        pl.lit('", "asin": "B'),
+        pl.col("item"),
+        pl.lit('", "overall": '),
+        pl.col("rating"),
+        pl.lit('.0, "unixReviewTime": '),
+        pl.col("timestamp"),
+        pl.lit("}\n"),
+    )
+    return "".join(frame.select(line).to_series().to_list()).encode()
