@@ -80,7 +80,7 @@ def test_time_split_holds_out_each_users_latest_ratings(dataset, monkeypatch):
 def test_folds_are_disjoint_complete_and_balanced(dataset):
     stats = split_ratings(dataset, folds=4, seed=9, quiet=True)
     vals = [rows(dataset / f"ratings-val-fold{k}.parquet") for k in range(1, 5)]
-    assert sorted(sum(vals, [])) == sorted(everything(dataset))
+    assert sorted(row for val in vals for row in val) == sorted(everything(dataset))
     for k, val in enumerate(vals, 1):
         train = rows(dataset / f"ratings-train-fold{k}.parquet")
         assert sorted(train + val) == sorted(everything(dataset))
