@@ -101,7 +101,11 @@ def walks(
             atomic_output(data_dir / WALKS) as tmp,
             # Ids are near-random: a dictionary never pays, and trying one halved the speed.
             pq.ParquetWriter(
-                tmp, schema, compression=WALKS_COMPRESSION, use_dictionary=False
+                tmp,
+                schema,
+                compression=WALKS_COMPRESSION,
+                use_dictionary=False,
+                write_statistics=False,
             ) as writer,
             ThreadPoolExecutor(1) as writing,  # Arrow writes one batch while numpy walks the next
             progress(len(starts) * (length - 1), "steps", "walks", quiet) as bar,
