@@ -178,19 +178,31 @@ def _identify(keyed: Path, work: Path, out: Path, schema: pa.Schema) -> dict:
             .collect(engine=_ENGINE)
         )
     with_ids = (
-        rows.join(found["users"].lazy().rename({"id": "user", "key": "user_key"}), on="user_key")
-        .join(found["items"].lazy().rename({"id": "item", "key": "item_key"}), on="item_key")
+        rows.join(
+            found["users"].lazy().rename({"id": "user", "key": "user_key"}),
+            on="user_key",
+            maintain_order="left",
+        )
+        .join(
+            found["items"].lazy().rename({"id": "item", "key": "item_key"}),
+            on="item_key",
+            maintain_order="left",
+        )
         .select("user", "item", "rating", "timestamp", "line")
     )
     with_ids.sink_parquet(work / "ids.parquet", engine=_ENGINE)
     ids = pl.scan_parquet(work / "ids.parquet")
-    latest = (
-        ids.group_by("user", "item")
-        .agg(pl.col("line").sort_by("timestamp", "line").last(), copies=pl.len())
-        .select("line", "copies")
+    # Repeats are few: find the pairs rated more than once, then their lines
+    # other than the latest, and drop those.
+    repeated_pairs = ids.group_by("user", "item").agg(copies=pl.len()).filter(pl.col("copies") > 1)
+    superseded = (
+        ids.join(repeated_pairs, on=["user", "item"], how="semi")
+        .sort("timestamp", "line")
+        .filter(pl.int_range(pl.len()).over("user", "item") < pl.len().over("user", "item") - 1)
+        .select("line")
         .collect(engine=_ENGINE)
     )
-    kept = ids.join(latest.lazy().select("line"), on="line", how="semi").sort("line")
+    kept = ids.join(superseded.lazy(), on="line", how="anti", maintain_order="left")
     kept.select(schema.names).sink_parquet(
         out, arrow_schema=schema, row_group_size=ROW_GROUP_ROWS, compression="zstd", engine=_ENGINE
     )
@@ -202,7 +214,7 @@ def _identify(keyed: Path, work: Path, out: Path, schema: pa.Schema) -> dict:
         found[name] = table.sort("id").select(ENTITIES_SCHEMA.names)  # every one kept a rating
     span = kept.select(low=pl.col("rating").min(), high=pl.col("rating").max())
     span = span.collect(engine=_ENGINE)
-    found["repeated"] = int(latest.get_column("copies").sum() - latest.height)
+    found["repeated"] = superseded.height
     found["range"] = tuple(float(v) for v in span.row(0))
     return found
 

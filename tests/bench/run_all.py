@@ -43,6 +43,7 @@ RUNS = [
     ("walks", ["bench_walks.py", "--products", "2000000", "--speed-only"]),
     ("walks", ["bench_walks.py", "--products", "100000", "--seeds", "42,43"]),
     ("epoch", ["bench_walks.py", "--products", "2000000", "--epoch-only"]),
+    ("ratings", ["bench_ratings.py"]),
 ]
 
 
@@ -106,6 +107,7 @@ def render(results: list[dict]) -> str:
             "side",
             "walks",
             "epoch",
+            "ratings",
         )
     }
     out = [f"Measured by `make bench` on {datetime.date.today()}: {machine()}.", ""]
@@ -237,6 +239,7 @@ def render(results: list[dict]) -> str:
         )
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
+    out += render_ratings(of["ratings"])
     return "\n".join(out)
 
 
@@ -509,6 +512,26 @@ def render_epoch(results: list[dict]) -> list[str]:
             for r in results
         ],
     )
+
+
+def render_ratings(results: list[dict]) -> list[str]:
+    """The ratings stages at scale: seconds, throughput, peak RSS."""
+    if not results:
+        return []
+    first = results[0]
+    out = [
+        "",
+        f"**Ratings stages** (a synthetic Amazon reviews file, JSON lines, gzipped: "
+        f"{first['ratings']:,} ratings of {first['users']:,} users on {first['items']:,} items; "
+        "each stage in a process of its own):",
+        "",
+    ]
+    rows = []
+    for r in results:
+        what = r["stage"] if r["stage"] == "ratings" else f"split-ratings ({r['split']})"
+        speed = r.get("lines_per_s") or r.get("ratings_per_s")
+        rows.append([what, r["seconds"], f"{speed:,}", r["peak_rss_mb"]])
+    return out + table(["stage", "seconds", "lines or ratings/s", "peak RSS MiB"], rows)
 
 
 def rewrite_readme(section: str) -> None:
