@@ -66,7 +66,8 @@ def run(kinds: set[str], kept: list[dict]) -> list[dict]:
             sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
         for line in done.stdout.splitlines():
             if line.startswith("{"):
-                results.append({"bench": name, **json.loads(line)})
+                found = {"bench": name, **json.loads(line)}
+                results.append({**found, "date": str(datetime.date.today())})
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text("".join(json.dumps(r) + "\n" for r in results))
     return results
@@ -110,7 +111,7 @@ def render(results: list[dict]) -> str:
             "ratings",
         )
     }
-    out = [f"Measured by `make bench` on {datetime.date.today()}: {machine()}.", ""]
+    out = [f"Measured by `make bench` {_days(results)}: {machine()}.", ""]
     out += [
         "**Stage 1, parse** (uncompressed synthetic catalogs; peak RSS of the main process "
         "and of each parser worker):",
@@ -241,6 +242,18 @@ def render(results: list[dict]) -> str:
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"])
     return "\n".join(out)
+
+
+def _days(results: list[dict]) -> str:
+    """When the results were measured: one day, or each day with the kinds run on it."""
+    days: dict[str, list[str]] = {}
+    for r in results:
+        kinds = days.setdefault(r["date"], [])
+        if r["bench"] not in kinds:
+            kinds.append(r["bench"])
+    if len(days) == 1:
+        return f"on {next(iter(days))}"
+    return "on " + "; ".join(f"{day} ({', '.join(kinds)})" for day, kinds in sorted(days.items()))
 
 
 def _mean(values: list[float]) -> str:
