@@ -47,6 +47,7 @@ RATINGS = "ratings.parquet"
 USERS = "users.parquet"
 ITEMS = "items.parquet"
 RATINGS_STATS = "ratings.json"
+SPLIT_RATINGS_STATS = "split-ratings.json"  # beside its train and val files (split_ratings.py)
 
 # The stage that writes each file, and the command that runs it.
 PRODUCERS = {
@@ -124,6 +125,12 @@ RATINGS_SCHEMA = pa.schema(
         ("rating", pa.float32()),
         ("timestamp", pa.int64()),
     ]
+)
+
+# A ratings val file: the ratings, and whether its train file has a rating
+# of that user and of that item.
+RATING_VAL_SCHEMA = pa.schema(
+    [*RATINGS_SCHEMA, ("user_seen", pa.bool_()), ("item_seen", pa.bool_())]
 )
 
 # Users or items in id order: a row's position is its id.

@@ -45,8 +45,10 @@ import pyarrow.parquet as pq
 from pipeline.contracts import (
     ENTITIES_SCHEMA,
     ITEMS,
+    RATING_VAL_SCHEMA,
     RATINGS,
     RATINGS_SCHEMA,
+    SPLIT_RATINGS_STATS,
     USERS,
     lineage_id,
     require,
@@ -62,12 +64,10 @@ SPLITS = ("random", "time")
 DEFAULT_BY = "random"
 DEFAULT_VAL_PROP = 0.2
 DEFAULT_SEED = 42
-SPLIT_RATINGS_STATS = "split-ratings.json"
 BUCKET_ROWS = 1 << 20  # ratings a shuffle or user bucket holds, about
 ROW_GROUP_ROWS = 1 << 18
-RATING_VAL_SCHEMA = pa.schema(
-    [*RATINGS_SCHEMA, ("user_seen", pa.bool_()), ("item_seen", pa.bool_())]
-)
+# work files of the time split: a user bucket's ratings, with their row in ratings.parquet
+_BY_USER = pa.schema([("user", pa.int32()), ("timestamp", pa.int64()), ("row", pa.int64())])
 
 
 def split_names(folds: int) -> list[tuple[str, str]]:
@@ -195,9 +195,6 @@ def _latest(source: pq.ParquetFile, val_prop: float, users: int, work: Path) -> 
         held = np.floor(count * val_prop + 0.5).astype(np.int64)
         part[row[rank >= count[user] - held[user]]] = 1
     return part
-
-
-_BY_USER = pa.schema([("user", pa.int32()), ("timestamp", pa.int64()), ("row", pa.int64())])
 
 
 def _counts(source: pq.ParquetFile, part: np.ndarray, parts: int, sizes: list[int]) -> list:
