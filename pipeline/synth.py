@@ -294,7 +294,7 @@ def generate(
     n_lines = n_bytes = 0
     with (
         atomic_output(out) as tmp,
-        _open_output(tmp, gz=str(out).endswith(".gz")) as f,
+        open_output(tmp, gz=str(out).endswith(".gz")) as f,
         progress(products, "products", "synth", quiet) as bar,
     ):
         for begin in range(0, products, CHUNK):
@@ -321,8 +321,8 @@ def generate(
 
 
 @contextlib.contextmanager
-def _open_output(path: Path, gz: bool) -> Iterator[BinaryIO]:
-    """A binary file; gzip with no name or timestamp in the header, so runs match."""
+def open_output(path: Path, gz: bool) -> Iterator[BinaryIO]:
+    """A binary file to write; gzip with no name or timestamp in the header, so runs match."""
     with open(path, "wb") as raw:
         if not gz:
             yield raw

@@ -21,7 +21,6 @@ sizes give the same file.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import time
@@ -33,6 +32,7 @@ import polars as pl
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
 from pipeline.progress import progress
+from pipeline.synth import open_output
 
 FORMATS = ("movielens-csv", "amazon")
 DEFAULT_FORMAT = "movielens-csv"
@@ -78,7 +78,7 @@ def generate_ratings(
     written = 0
     with (
         atomic_output(out) as tmp,
-        _open(tmp, out.suffix == ".gz") as file,
+        open_output(tmp, out.suffix == ".gz") as file,
         progress(users, "users", f"synth-ratings {out.name}", quiet) as bar,
     ):
         if fmt == "movielens-csv":
@@ -99,11 +99,6 @@ def generate_ratings(
         "seed": seed,
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def _open(path: Path, gz: bool):
-    raw = open(path, "wb")
-    return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
 
 
 def _chunk(rng, first, count, cumulative, item_factors, item_bias) -> pl.DataFrame:

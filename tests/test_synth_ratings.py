@@ -32,6 +32,9 @@ def test_same_seed_same_file_and_one_line_errors(tmp_path):
         generate_ratings(tmp_path / "r.csv", 100, 50, 500, seed=seed, quiet=True)
         files.append((tmp_path / "r.csv").read_bytes())
     assert files[0] == files[1] != files[2]
+    for name in ("a.json.gz", "b.json.gz"):  # no file name or time in the gzip header
+        generate_ratings(tmp_path / name, 100, 50, 500, fmt="amazon", quiet=True)
+    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
     with pytest.raises(PipelineError, match="--users must be a positive integer"):
         generate_ratings(tmp_path / "x.csv", 0, 5, 5, quiet=True)
     with pytest.raises(PipelineError, match="more than half of users x items"):
