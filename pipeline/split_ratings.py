@@ -109,7 +109,7 @@ def split_ratings(
         counts = _counts(source, part, parts, sizes)
         buckets = _shuffled_buckets(source, part, work, seed)
         facts = {"ratings_id": ratings_id, "split_id": split_id}
-        stats = _write(data_dir, names, buckets, counts, folds, facts, quiet)
+        stats = _write(data_dir, names, buckets, seed, counts, folds, facts, quiet)
     stats.update(
         {
             "by": "folds" if folds else by,
@@ -148,21 +148,29 @@ def _groups(source: pq.ParquetFile, columns: list[str]):
         first += table.num_rows
 
 
+def _group_sizes(source: pq.ParquetFile) -> list[int]:
+    return [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
+
+
 def _random(source: pq.ParquetFile, val_prop: float, seed: int) -> np.ndarray:
     """Each rating's part: 1 (val) for the nearest whole share of each row group."""
     part = np.zeros(source.metadata.num_rows, dtype=np.int8)
-    for group, first, table in _groups(source, ["user"]):
-        order = np.random.default_rng([seed, group]).permutation(table.num_rows)
-        part[first + order[: int(table.num_rows * val_prop + 0.5)]] = 1
+    first = 0
+    for group, rows in enumerate(_group_sizes(source)):
+        order = np.random.default_rng([seed, group]).permutation(rows)
+        part[first + order[: int(rows * val_prop + 0.5)]] = 1
+        first += rows
     return part
 
 
 def _dealt(source: pq.ParquetFile, folds: int, seed: int) -> np.ndarray:
     """Each rating's fold, 0..folds-1: each row group's rows dealt in a seeded order."""
     part = np.zeros(source.metadata.num_rows, dtype=np.int8)
-    for group, first, table in _groups(source, ["user"]):
-        order = np.random.default_rng([seed, group]).permutation(table.num_rows)
-        part[first + order] = np.arange(table.num_rows) % folds
+    first = 0
+    for group, rows in enumerate(_group_sizes(source)):
+        order = np.random.default_rng([seed, group]).permutation(rows)
+        part[first + order] = np.arange(rows) % folds
+        first += rows
     return part
 
 
@@ -213,7 +221,9 @@ def _counts(source: pq.ParquetFile, part: np.ndarray, parts: int, sizes: list[in
     return [users, items]
 
 
-def _shuffled_buckets(source: pq.ParquetFile, part: np.ndarray, work: Path, seed: int):
+def _shuffled_buckets(
+    source: pq.ParquetFile, part: np.ndarray, work: Path, seed: int
+) -> list[Path]:
     """The ratings with their part, each in a bucket drawn at random: bucket files,
     to be read one at a time and permuted (an external shuffle)."""
     rows = source.metadata.num_rows
@@ -228,16 +238,15 @@ def _shuffled_buckets(source: pq.ParquetFile, part: np.ndarray, work: Path, seed
             writers[b].write_table(table.filter(pa.array(bucket == b)).cast(schema))
     for writer in writers:
         writer.close()
-    return paths, seed
+    return paths
 
 
-def _write(data_dir, names, buckets, counts, folds, facts, quiet) -> dict:
+def _write(data_dir, names, paths, seed, counts, folds, facts, quiet) -> dict:
     """Write every train and val file from the shuffle buckets; their rows and unseen counts.
 
     All files are written side by side, a bucket at a time, each renamed into
     place only when every one is complete.
     """
-    paths, seed = buckets
     users, items = counts
     schemas = [stamped(s, "split-ratings", **facts) for s in (RATINGS_SCHEMA, RATING_VAL_SCHEMA)]
     outputs = []

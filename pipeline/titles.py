@@ -12,7 +12,6 @@ The kind is told from the content, not the name. Titles files are small
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import polars as pl
@@ -65,7 +64,7 @@ def _frame(keys, titles) -> pl.DataFrame:
 def _movies_dat(path: Path) -> pl.DataFrame:
     """``MovieID::Title::Genres`` lines; each decoded as UTF-8 where valid, else latin-1."""
     keys, titles = [], []
-    for raw in io.BytesIO(path.read_bytes()):
+    for raw in path.read_bytes().splitlines():
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
