@@ -47,6 +47,12 @@ SKIPGRAM_FLAGS := --model skipgram --labels binary --epochs 1 --negative-power 0
 
 # The public address of McAuley's 2014 per-category metadata files.
 AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
+# MovieLens 100K, a zip holding u.data (ratings) and u.item (titles).
+MOVIELENS_100K := https://files.grouplens.org/datasets/movielens/ml-100k.zip
+# A ratings dataset trains each rating model under its own name.
+RATING_MODELS := mf mf_bias pmf embedding_net
+NAME ?= ratings
+TITLES ?=
 
 flag = $(if $(2),$(1) $(2))
 TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
@@ -54,15 +60,18 @@ TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--seed,$(SEED))
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--negatives,$(VAL_NEGATIVES)) \
 	$(call flag,--seed,$(SEED))
+RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench constraints clean distclean \
-	demo electronics books FORCE
+	demo electronics books movielens ratings FORCE
 .DELETE_ON_ERROR:
 
 help:
 	@echo "make demo         whole pipeline on a synthetic catalog (DEMO_PRODUCTS=$(DEMO_PRODUCTS))"
 	@echo "make electronics  meta_Electronics.json.gz (downloaded, or RAW=path)"
 	@echo "make books        meta_Books.json.gz (downloaded, or RAW=path)"
+	@echo "make movielens    MovieLens 100K's u.data (downloaded, or RAW=path [TITLES=u.item])"
+	@echo "make ratings      RAW=any ratings file [NAME=$(NAME)] [TITLES=file]: the rating models"
 	@echo "make test         lint and the test suite"
 	@echo "make bench        benchmarks; rewrites the README's Performance section"
 	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools"
@@ -97,8 +106,11 @@ $(INSTALLED): $(ENVIRONMENT) pyproject.toml $(CONSTRAINTS)
 	$(PIP) -e '.[dev]'
 	@touch $@
 
+# recbole's wheel is installed without its dependencies for the MovieLens 100K
+# copy it ships (the bench's data where nothing can be downloaded).
 $(BENCH_INSTALLED): $(INSTALLED)
 	$(PIP) -e '.[bench]'
+	$(PIP) --no-deps recbole==1.2.1
 	@touch $@
 
 install deps: $(INSTALLED)
@@ -167,12 +179,35 @@ $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM) $(SKIPGRAM_SIDE),$(D
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 
+# $(1): dataset name, $(2): raw ratings file, $(3): titles file (or nothing).
+define RATINGS_DATASET
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/ratings,raw=$(abspath $(2)) titles=$(abspath $(3))))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/split-ratings,$(RATING_SPLIT_FLAGS)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
+$(DATA)/$(1)/ratings.json: $(2) $(3) $(DATA)/$(1)/.make/ratings
+	$(PYTHON) -m pipeline ratings $(2) --out $(DATA)/$(1) $(call flag,--titles,$(3)) $(quiet)
+$(DATA)/$(1)/split-ratings.json: $(DATA)/$(1)/ratings.json $(DATA)/$(1)/.make/split-ratings
+	$(PYTHON) -m pipeline split-ratings $(DATA)/$(1) $(RATING_SPLIT_FLAGS) $(quiet)
+$(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split-ratings.json $(DATA)/$(1)/.make/train
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto --model $$* \
+		$(TRAIN_FLAGS) $(quiet)
+$(DATA)/$(1)/report.md: $(foreach m,$(RATING_MODELS),$(DATA)/$(1)/runs/$(m)/summary.json)
+	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
+endef
+
 DEMO_RAW := $(DATA)/demo/raw/synthetic-$(DEMO_PRODUCTS).json.gz
 ELECTRONICS_RAW := $(if $(RAW),$(RAW),$(DATA)/electronics/raw/meta_Electronics.json.gz)
 BOOKS_RAW := $(if $(RAW),$(RAW),$(DATA)/books/raw/meta_Books.json.gz)
 $(eval $(call DATASET,demo,$(DEMO_RAW)))
 $(eval $(call DATASET,electronics,$(ELECTRONICS_RAW)))
 $(eval $(call DATASET,books,$(BOOKS_RAW)))
+MOVIELENS_RAW := $(if $(RAW),$(RAW),$(DATA)/movielens/raw/u.data)
+MOVIELENS_TITLES := $(if $(RAW),$(TITLES),$(DATA)/movielens/raw/u.item)
+$(eval $(call RATINGS_DATASET,movielens,$(MOVIELENS_RAW),$(MOVIELENS_TITLES)))
+# Only under `make ratings` (and its sub-make, told by RATINGS_DATASET_OF): NAME may be anything.
+ifneq ($(filter ratings,$(MAKECMDGOALS))$(RATINGS_DATASET_OF),)
+$(eval $(call RATINGS_DATASET,$(NAME),$(RAW),$(TITLES)))
+endif
 
 $(DEMO_RAW):
 	$(PYTHON) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
@@ -182,6 +217,10 @@ $(DEMO_RAW):
 ifneq ($(RAW),)
 $(RAW):
 	@echo "error: RAW=$(RAW): no such file" >&2; exit 2
+endif
+ifneq ($(TITLES),)
+$(TITLES):
+	@echo "error: TITLES=$(TITLES): no such file" >&2; exit 2
 endif
 
 # Download into a .part file and rename, so a failed fetch leaves nothing behind.
@@ -195,10 +234,34 @@ $(DATA)/%/raw/meta_Electronics.json.gz $(DATA)/%/raw/meta_Books.json.gz:
 	@rm -f $@.log
 	@mv $@.part $@
 
-demo electronics books:
+# MovieLens 100K's zip, fetched as the metadata files are; u.data and u.item
+# are taken out of it, each written under a temporary name and renamed.
+$(DATA)/movielens/raw/u.data $(DATA)/movielens/raw/u.item: $(DATA)/movielens/raw/ml-100k.zip
+	@$(PYTHON) -c "import sys, zipfile; open(sys.argv[2] + '.part', 'wb').write(\
+	zipfile.ZipFile(sys.argv[1]).read('ml-100k/' + sys.argv[3]))" $< $@ $(@F)
+	@mv $@.part $@
+$(DATA)/movielens/raw/ml-100k.zip:
+	@mkdir -p $(@D)
+	@echo "fetching $(MOVIELENS_100K)"
+	@curl -fsSL --retry 2 --connect-timeout 20 -o $@.part $(MOVIELENS_100K) 2>$@.log \
+		|| { echo "error: could not download $(MOVIELENS_100K) ($$(tail -n 1 $@.log \
+	| sed 's/^curl: //')); download it elsewhere, or run make movielens \
+	RAW=/path/to/u.data TITLES=/path/to/u.item" >&2; rm -f $@.part $@.log; exit 2; }
+	@rm -f $@.log
+	@mv $@.part $@
+
+demo electronics books movielens:
 	@$(if $(word 2,$(RAW)),echo "error: RAW='$(RAW)' holds a space; make cannot take one \
 	in a file name: link the file to a path without spaces" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(DATA)/$@/report.md
+
+ratings:
+	@$(if $(RAW),,echo "error: make ratings needs RAW=a ratings file (MovieLens or Amazon \
+	reviews), and takes NAME= (default: ratings) and TITLES=" >&2; exit 2)
+	@$(if $(word 2,$(RAW))$(word 2,$(NAME)),echo "error: RAW='$(RAW)' or NAME='$(NAME)' \
+	holds a space; make cannot take one in a file name" >&2; exit 2)
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md RATINGS_DATASET_OF=$(NAME)
 
 FORCE:

@@ -164,7 +164,18 @@ def stamps(parquet: pq.ParquetFile) -> dict[str, str]:
 
 def made_by(path: str | Path) -> str:
     """The command that writes ``path``, for messages."""
-    return PRODUCERS.get(Path(path).name, ("", "the stage that writes it"))[1]
+    return producer(path)[1]
+
+
+def producer(path: str | Path) -> tuple[str | None, str]:
+    """(stage, command) of the stage that writes ``path``: by name, or by the prefix
+    of split-ratings' train and val files (one pair, or one a fold)."""
+    name = Path(path).name
+    if name in PRODUCERS:
+        return PRODUCERS[name]
+    if name.startswith(("ratings-train", "ratings-val")):
+        return "split-ratings", "python -m pipeline split-ratings"
+    return None, "the stage that writes it"
 
 
 def require(path: str | Path, schema: pa.Schema) -> pq.ParquetFile:
@@ -174,7 +185,7 @@ def require(path: str | Path, schema: pa.Schema) -> pq.ParquetFile:
     version or stage, or without the columns and types of ``schema``.
     """
     path = Path(path)
-    stage, command = PRODUCERS.get(path.name, (None, "the stage that writes it"))
+    stage, command = producer(path)
     if not path.is_file():
         raise PipelineError(f"{path}: not found (it is made by `{command}`)")
     try:
@@ -218,7 +229,11 @@ def check_lineage(key: str, first: Path, second: Path, second_key: str | None = 
         for path, name in ((first, key), (second, second_key or key))
     ]
     if None in ids or ids[0] != ids[1]:
-        later = max((first, second), key=lambda p: list(PRODUCERS).index(p.name))
+        order = [*PRODUCERS, "split-ratings"]
+        later = max(
+            (first, second),
+            key=lambda p: order.index(p.name if p.name in PRODUCERS else "split-ratings"),
+        )
         raise PipelineError(
             f"{first} and {second} do not belong together ({key} {ids[0]} and {ids[1]}); "
             f"rerun `{made_by(later)}`"

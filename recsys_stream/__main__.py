@@ -1,4 +1,4 @@
-"""``python -m recsys_stream COMMAND ...``: train, report, similar.
+"""``python -m recsys_stream COMMAND ...``: train, report, similar, recommend.
 
 Each subcommand parses its arguments and calls a library function; the
 training options and their defaults and help come from the fields of
@@ -15,22 +15,28 @@ from pathlib import Path
 
 from pipeline import cli
 from pipeline.errors import PipelineError
-from recsys_stream.config import TrainConfig
+from recsys_stream.config import RATING_DEFAULTS, TrainConfig
 from recsys_stream.models import MODELS
+from recsys_stream.rating_models import RATING_MODELS
 from recsys_stream.similar import DEFAULT_K
 
 
 def _train(a: argparse.Namespace) -> None:
     from recsys_stream.train import train
 
-    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name in a}
     summary = train(
-        a.dir, TrainConfig(**values), name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads
+        a.dir, name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads, options=given
+    )
+    shown = (
+        ["rmse", "mae", "global_mean_rmse", "best_epoch", "samples_per_s", "seconds"]
+        if "rmse" in summary
+        else ["auc_all", "auc_seen", "pr_auc", "popularity_auc", "samples_per_s", "seconds"]
     )
     cli.summary(
         f"train {summary['run']}",
         {k: v if not isinstance(v, float) else round(v, 4) for k, v in summary.items()},
-        ["auc_all", "auc_seen", "pr_auc", "popularity_auc", "samples_per_s", "seconds"],
+        shown,
     )
 
 
@@ -75,6 +81,19 @@ def _similar(a: argparse.Namespace) -> None:
         raise PipelineError(_unknown(result.unknown[-1]))
 
 
+def _recommend(a: argparse.Namespace) -> None:
+    from recsys_stream.recommend import recommend
+
+    result = recommend(a.run, a.user, a.k)
+    if a.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return
+    print(f"user {result.user}: {result.rated} rated items left out")
+    print(f"{'rank':>4}  {'item':<12} {'rating':>6}  title")
+    for rank, item in enumerate(result.items, 1):
+        print(f"{rank:>4}  {item.key:<12} {item.predicted:>6.2f}  {_short(item.title)}")
+
+
 def _unknown(answer) -> str:
     hint = f"; close matches: {', '.join(answer.suggestions)}" if answer.suggestions else ""
     return f"unknown ASIN {answer.query}{hint}"
@@ -93,18 +112,25 @@ def _resume(text: str) -> bool | str:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, with its type, default, choices and help."""
+    """One option per TrainConfig field, with its type, choices, help and defaults.
+
+    An option not given is left out, so the dataset's kind decides its
+    default (``TrainConfig.defaults``).
+    """
     for f in dataclasses.fields(TrainConfig):
         choices = f.metadata.get("choices")
         if f.name == "model":
-            choices = list(MODELS)
+            choices = list(dict.fromkeys([*MODELS, *RATING_MODELS]))
+        default = f"default: {f.default}"
+        if f.name in RATING_DEFAULTS:
+            default += f"; ratings: {RATING_DEFAULTS[f.name]}"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=type(f.default),
-            default=f.default,
+            default=argparse.SUPPRESS,
             choices=choices,
             metavar=None if choices else f.name.upper(),
-            help=f"{f.metadata['help']} (default: {f.default})",
+            help=f"{f.metadata['help']} ({default})",
         )
 
 
@@ -114,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a model on DIR/train.parquet")
-    p.add_argument("dir", help="dataset directory (stage 3 outputs)")
+    p = commands.add_parser(
+        "train", help="train a model on DIR's pairs (train.parquet) or ratings (ratings-train)"
+    )
+    p.add_argument("dir", help="dataset directory (split or split-ratings outputs)")
     _train_options(p)
-    p.add_argument("--name", help="run name (default: MODEL-LABELS)")
+    p.add_argument("--name", help="run name (default: MODEL-LABELS; ratings: MODEL[-foldK])")
     p.add_argument(
         "--resume",
         nargs="?",
@@ -143,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(main=_report)
 
-    p = commands.add_parser("similar", help="the products nearest to ASIN under a run's model")
+    p = commands.add_parser(
+        "similar", help="the products (or a ratings run's items) nearest to ASIN under a run"
+    )
     p.add_argument("run", help="run directory (DIR/runs/NAME)")
     p.add_argument("asins", nargs="*", help="one or more ASINs (any case)")
     p.add_argument("--file", help="a file of ASINs, one per line")
@@ -151,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosine", action="store_true", help="cosine similarity of the vectors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(main=_similar)
+
+    p = commands.add_parser(
+        "recommend", help="the items a user would rate highest, of those not rated, under a run"
+    )
+    p.add_argument("run", help="run directory of a ratings dataset (DIR/runs/NAME)")
+    p.add_argument("user", help="the user's id in the raw file (userId, reviewerID)")
+    p.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many (default: {DEFAULT_K})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(main=_recommend)
     return parser
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features
 from recsys_stream.models import MODELS
+from recsys_stream.rating_models import RATING_MODELS, hidden_sizes
 
 LABELS = ("binary", "continuous")
-SCHEDULES = ("constant", "cosine", "cosine-restarts")
+SCHEDULES = ("constant", "cosine", "cosine-restarts", "cosine-cyclic")
 STEPS = ("auto", "fused", "autograd")
 SCORERS = ("dot", "cosine")
 
@@ -34,7 +35,11 @@ def option(default, help: str, **limits):
 class TrainConfig:
     """Everything that decides a training run; saved in the run and its checkpoints."""
 
-    model: str = option("mf_bias", "model to train (see `recsys_stream.models.MODELS`)")
+    model: str = option(
+        "mf_bias",
+        "model to train: on pairs (recsys_stream/models.py) or on ratings "
+        "(recsys_stream/rating_models.py)",
+    )
     labels: str = option(
         "continuous",
         "binary: BCE on 1/0; continuous: MSE of the sigmoid against targets that carry the "
@@ -65,8 +70,15 @@ class TrainConfig:
     schedule: str = option(
         "cosine-restarts",
         "cosine annealing restarted each epoch (the reference's intent), once over all epochs, "
-        "or constant",
+        "restarted every --cycle epochs (cosine-cyclic), or constant",
         choices=SCHEDULES,
+    )
+    cycle: int = option(2, "epochs per cosine cycle of --schedule cosine-cyclic", low=1)
+    patience: int = option(
+        0,
+        "stop after this many epochs without a better val score (RMSE for ratings, AUC for "
+        "pairs) and keep the best epoch's weights; 0: train every epoch",
+        low=0,
     )
     negative_power: float = option(
         0.25, "negatives are drawn with probability ~ train degree ** power", low=0
@@ -90,6 +102,24 @@ class TrainConfig:
         "averages with its own, from products.parquet; products without train pairs get "
         "vectors from them",
     )
+    fold: int = option(
+        0,
+        "ratings: train on fold K of `pipeline split-ratings --folds` (0: the plain split)",
+        low=0,
+    )
+    hidden: str = option("100", 'embedding_net: hidden layer sizes, comma-separated ("" for none)')
+    dropout: float = option(
+        0.25, "embedding_net: dropout after each hidden layer", low=0, high=0.99
+    )
+    embedding_dropout: float = option(
+        0.02, "embedding_net: dropout on the joined embeddings", low=0, high=0.99
+    )
+    prior_std: float = option(3.0, "pmf: std of the Gaussian prior on the vectors", above=0)
+    sigma_prior: float = option(
+        1.0,
+        "pmf: scale of the HalfNormal prior on the noise sigma (ratings scaled to [0, 1])",
+        above=0,
+    )
     step: str = option(
         "auto",
         "fused (closed-form gradients, for pair layouts), autograd (any model), or auto: fused "
@@ -105,16 +135,23 @@ class TrainConfig:
     seed: int = option(42, "seed of initialisation, shuffling and sampling", low=0)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise PipelineError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model not in MODELS and self.model not in RATING_MODELS:
+            names = ", ".join(dict.fromkeys([*MODELS, *RATING_MODELS]))
+            raise PipelineError(f"--model must be one of {names}, got {self.model!r}")
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         parse_features(self.side_info)
+        try:
+            sizes = hidden_sizes(self.hidden)
+        except ValueError:
+            sizes = [0]
+        if any(size < 1 for size in sizes):
+            raise PipelineError(f"--hidden must be sizes like 100,50, got {self.hidden!r}")
 
-    @property
-    def name(self) -> str:
-        """The default run name: ``<model>-<labels>``."""
-        return f"{self.model}-{self.labels}"
+    @classmethod
+    def defaults(cls, kind: str, **values) -> TrainConfig:
+        """A ``kind`` of dataset's config ("pairs", "ratings"): its defaults, then ``values``."""
+        return cls(**{**(RATING_DEFAULTS if kind == "ratings" else {}), **values})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,3 +179,14 @@ def _check(f: dataclasses.Field, value) -> None:
         raise PipelineError(f"{flag} must be above {limits['above']}, got {value}")
     if "high" in limits and value > limits["high"]:
         raise PipelineError(f"{flag} must be at most {limits['high']}, got {value}")
+
+
+# Where a ratings dataset's defaults differ from the fields' (those of product
+# pairs): tuned on MovieLens 100K's first random fold (README, Ratings).
+RATING_DEFAULTS = {
+    "epochs": 20,
+    "batch_size": 1024,
+    "lr": 0.005,
+    "l2": 0.05,
+    "schedule": "constant",
+}

@@ -133,11 +133,11 @@ def gradients(
     for source, (source_rows, source_grads) in parts.items():
         key = tuple(map(id, source_rows))
         distinct_of[key] = distinct(_joined(source_rows))
-        found[source] = _summed(distinct_of[key], _joined(source_grads))
+        found[source] = row_sums(distinct_of[key], _joined(source_grads))
     if bias is not None:
         key = (id(anchor), id(right_ids))
         touched = distinct_of.get(key) or distinct(torch.cat([anchor, right_ids]))
-        found["bias"] = _summed(touched, torch.cat(per_sample)[:, None])
+        found["bias"] = row_sums(touched, torch.cat(per_sample)[:, None])
     if layout.global_bias is not None:
         found["global_bias"] = (torch.zeros(1, dtype=torch.long), global_grad.reshape(1, 1))
     return Gradients(found, value)
@@ -164,7 +164,7 @@ def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
 
 
-def _summed(
+def row_sums(
     distinct: tuple[torch.Tensor, torch.Tensor], values: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distinct rows, each row's sum of ``values``) from DistinctRows' answer."""

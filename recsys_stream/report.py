@@ -1,5 +1,8 @@
 """DIR/report.md with its figures, from the stage stats and the runs' files.
 
+(This is the report of product pairs; a ratings dataset's report is
+:mod:`recsys_stream.rating_report`'s.)
+
 The report names the raw file it is about, tabulates the stages, the runs'
 results and each run's settings (what differs from the defaults), and shows
 three figures, each with a line saying what to look for: learning curves
@@ -30,6 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries
 from recsys_stream import runs
 from recsys_stream.config import TrainConfig
+from recsys_stream.tasks import dataset_kind
 
 FIGURES = "figures"
 MIN_PREDICTED = 100  # thresholds predicting fewer pairs are left out of the P/R figure
@@ -52,6 +56,19 @@ def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
     figures.mkdir(exist_ok=True)
     for folder in (data_dir, figures):
         clear_stale_temporaries(folder)
+    if dataset_kind(data_dir) == "ratings":
+        from recsys_stream.rating_report import rating_report
+
+        lines = rating_report(data_dir, variants, figures)
+    else:
+        lines = _pair_report(data_dir, variants, figures)
+    out = data_dir / "report.md"
+    with atomic_output(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _pair_report(data_dir: Path, variants: dict[str, dict], figures: Path) -> list[str]:
     sections = [
         (
             "Learning curves",
@@ -88,10 +105,7 @@ def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
     for title, figure, name, caption in sections:
         save(figure, figures / name)
         lines += ["", f"## {title}", "", f"![{title}]({FIGURES}/{name})", "", caption]
-    out = data_dir / "report.md"
-    with atomic_output(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return out
+    return lines
 
 
 def finished_runs(data_dir: Path) -> dict[str, dict]:
@@ -105,6 +119,7 @@ def finished_runs(data_dir: Path) -> dict[str, dict]:
             "pr": _csv(run / runs.PR),
             "roc": _csv(run / runs.ROC),
             "popularity_roc": _csv(run / runs.POPULARITY_ROC),
+            "predictions": _csv(run / runs.PREDICTIONS),
         }
     return found
 

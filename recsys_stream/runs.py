@@ -1,9 +1,11 @@
 """A run directory: its files, the training state checkpointed in it, loading a model back.
 
-``runs/NAME/`` holds model.pt, checkpoint.pt, metrics.csv, pr.csv, roc.csv,
-summary.json and embeddings.parquet. summary.json is written last: it is
-the mark of a finished run (make's target). A run that starts clears the
-previous run's final files first, so a directory never mixes two runs.
+``runs/NAME/`` holds model.pt, checkpoint.pt, metrics.csv, summary.json,
+embeddings.parquet and the task's own final files (pr.csv and roc.csv for
+pairs, predictions.csv for ratings), and best.pt while early stopping
+watches. summary.json is written last: it is the mark of a finished run
+(make's target). A run that starts clears the previous run's final files
+first, so a directory never mixes two runs.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ PR = "pr.csv"
 ROC = "roc.csv"
 POPULARITY_ROC = "roc_popularity.csv"
 SUMMARY = "summary.json"
-FINAL = (SUMMARY, MODEL, PR, ROC, POPULARITY_ROC, EMBEDDINGS)  # written at the end of a run
-CHECKPOINT_VERSION = 2  # the layout of checkpoint.pt
-METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "auc_all", "auc_seen", "samples_per_s", "threads"]
+PREDICTIONS = "predictions.csv"
+BEST = "best.pt"  # the best epoch's weights, kept by early stopping
+FINAL = (SUMMARY, MODEL, PR, ROC, POPULARITY_ROC, EMBEDDINGS, PREDICTIONS)  # written at the end
+CHECKPOINT_VERSION = 3  # the layout of checkpoint.pt
+
+
+def metric_columns(metrics: tuple[str, ...]) -> list[str]:
+    """metrics.csv's columns for a task whose curve points carry ``metrics``."""
+    return ["step", "epoch", "lr", "loss", *metrics, "samples_per_s", "threads"]
 
 
 @dataclass
@@ -52,17 +60,23 @@ class TrainState:
     parts: int = 0  # how many times training was started (1 + resumes)
     history: list[dict] = field(default_factory=list)  # learning-curve points
     epoch_start_lr: list[float] = field(default_factory=list)
+    best_epoch: int = 0  # early stopping: the epoch whose weights best.pt holds
+    best_score: float | None = None
+    stopped_early: bool = False
 
 
 @dataclass
 class Run:
-    """A run's directory, the config it trains and the identity of its inputs."""
+    """A run's directory, the config it trains and the identity of its inputs.
+
+    ``identity``: what the ids mean and which split trains (for pairs the
+    vocabulary's hash, pairs_id and split_id; for ratings ratings_id and
+    split_id). A checkpoint or model made on other inputs is refused.
+    """
 
     directory: Path
     config: TrainConfig
-    vocab_sha256: str
-    pairs_id: str
-    split_id: str
+    identity: dict[str, str]
 
     @property
     def name(self) -> str:
@@ -76,19 +90,20 @@ class Run:
         temporaries, and its checkpoint and learning curve unless resuming from them."""
         self.directory.mkdir(parents=True, exist_ok=True)
         clear_stale_temporaries(self.directory)
-        stale = FINAL if keep_checkpoint else (*FINAL, CHECKPOINT, METRICS)
+        stale = FINAL if keep_checkpoint else (*FINAL, CHECKPOINT, METRICS, BEST)
         for name in stale:
             self.path(name).unlink(missing_ok=True)
 
-    def save_checkpoint(self, model: PairModel, optimizer: dict, state: TrainState) -> None:
+    def save_checkpoint(self, model: torch.nn.Module, optimizer: dict, state: TrainState) -> None:
         save_torch(
             {
                 "version": CHECKPOINT_VERSION,
                 "config": self.config.to_dict(),
-                "vocab_sha256": self.vocab_sha256,
+                "identity": self.identity,
                 "model": model.state_dict(),
                 "optimizer": optimizer,
                 "state": dataclasses.asdict(state),
+                "torch_rng": torch.get_rng_state(),  # dropout's draws continue on resume
             },
             self.path(CHECKPOINT),
         )
@@ -99,8 +114,11 @@ class Run:
         saved = load_torch(path)
         if saved.get("version") != CHECKPOINT_VERSION:
             return saved, "made by another version of recsys-stream"
-        if saved["vocab_sha256"] != self.vocab_sha256:
-            return saved, "made on another vocabulary"
+        if saved["identity"] != self.identity:
+            changed = [
+                key for key, value in self.identity.items() if saved["identity"].get(key) != value
+            ]
+            return saved, f"made on other inputs ({', '.join(changed)} differ)"
         previous = TrainConfig.from_dict(saved["config"])
         changed = [
             f"{key} {value} -> {self.config.to_dict()[key]}"
@@ -109,20 +127,24 @@ class Run:
         ]
         return saved, f"made with other settings ({', '.join(changed)})" if changed else None
 
-    def save_model(self, model: PairModel, vocab_size: int) -> None:
+    def save_model(self, model: torch.nn.Module, shape: dict) -> None:
+        """model.pt: the weights, config, identity and ``shape`` (what rebuilds the model)."""
         save_torch(
             {
                 "model": self.config.model,
                 "state_dict": model.state_dict(),
                 "config": self.config.to_dict(),
-                "vocab_size": vocab_size,
-                "side_sizes": side_sizes(model),
-                "vocab_sha256": self.vocab_sha256,
-                "pairs_id": self.pairs_id,
-                "split_id": self.split_id,
+                **shape,
+                **self.identity,
             },
             self.path(MODEL),
         )
+
+    def save_best(self, model: torch.nn.Module) -> None:
+        save_torch(model.state_dict(), self.path(BEST))
+
+    def load_best(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(load_torch(self.path(BEST)))
 
 
 def side_sizes(model: PairModel) -> dict[str, int]:
@@ -219,31 +241,40 @@ def write_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
         writer.writerows(zip(*(np.round(c, 6).tolist() for c in columns.values())))
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
-    """metrics.csv: the learning-curve points."""
+def write_metrics(path: Path, history: list[dict], metrics: tuple[str, ...]) -> None:
+    """metrics.csv: the learning-curve points, with the task's ``metrics`` columns."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, METRIC_COLUMNS)
+        writer = csv.DictWriter(file, metric_columns(metrics))
         writer.writeheader()
         writer.writerows(history)
 
 
 def write_embeddings(
-    model: PairModel, vocab_path: Path, path: Path, lineage: dict, rows_per_group: int = 65_536
+    columns: dict[str, torch.Tensor | np.ndarray],
+    ids_path: Path,
+    key: str,
+    path: Path,
+    lineage: dict,
+    rows_per_group: int = 65_536,
 ) -> None:
-    """embeddings.parquet: id, asin and the model's exported columns, a row group at a time."""
-    columns = {name: values.detach().numpy() for name, values in model.exported().items()}
-    fields = [("id", pa.int32()), ("asin", pa.string())]
+    """embeddings.parquet: id, the ``key`` column of ``ids_path`` (vocab.parquet's asin,
+    items.parquet's key) and ``columns`` (rows indexed by id), a row group at a time."""
+    columns = {
+        name: values.detach().numpy() if isinstance(values, torch.Tensor) else values
+        for name, values in columns.items()
+    }
+    fields = [("id", pa.int32()), (key, pa.string())]
     for name, values in columns.items():
         kind = pa.list_(pa.float32(), values.shape[1]) if values.ndim == 2 else pa.float32()
         fields.append((name, kind))
     schema = stamped(pa.schema(fields), "train", **lineage)
-    vocab = pq.ParquetFile(vocab_path)
+    ids = pq.ParquetFile(ids_path)
     with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for batch in vocab.iter_batches(rows_per_group, columns=["id", "asin"]):
-            ids = batch.column(0).to_numpy()
+        for batch in ids.iter_batches(rows_per_group, columns=["id", key]):
+            rows_ids = batch.column(0).to_numpy()
             arrays = [batch.column(0), batch.column(1)]
             for values in columns.values():
-                rows = values[ids]
+                rows = values[rows_ids]
                 arrays.append(
                     pa.FixedSizeListArray.from_arrays(rows.reshape(-1), rows.shape[1])
                     if rows.ndim == 2

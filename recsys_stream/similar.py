@@ -4,7 +4,8 @@ Exact top-k over the whole vocabulary: queries are answered in batches of
 matrix products, sized so a batch's score matrix stays near 128 MB. The
 score is the model's (``query . candidate + candidate bias``, the logit
 less what is the same for every candidate), so ``similar`` ranks as the
-evaluation scores. The library returns a :class:`Result`; the command line
+evaluation scores. The items of a ratings run are compared by the cosine of
+their vectors. The library returns a :class:`Result`; the command line
 prints it.
 """
 
@@ -20,8 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import VOCAB
+from pipeline.contracts import ITEMS, VOCAB
 from pipeline.errors import PipelineError
+from recsys_stream.rating_task import is_ratings_run, load_rating_model
 from recsys_stream.runs import dataset_of, load_model
 
 DEFAULT_K = 10
@@ -69,12 +71,24 @@ class Index:
     """A trained run's vectors with the vocabulary's asins; titles read on demand.
 
     vocab.parquet holds its rows in id order, so a row's position is its id.
+    For a ratings run, the items' vectors with items.parquet's keys, compared
+    by cosine (a rating model scores users against items, not item pairs).
     """
 
     def __init__(self, run: str | os.PathLike):
-        self.model, self.config, _ = load_model(run)
-        self.vocab = pq.ParquetFile(dataset_of(Path(run)) / VOCAB)
-        self.asins = self.vocab.read(columns=["asin"]).column("asin")
+        if is_ratings_run(run):
+            vectors = load_rating_model(run)[0].item_vectors().detach()
+            self.queries = self.candidates = vectors
+            self.bias, self.offset, self.cosine_only = None, 0.0, True
+            ids, key = ITEMS, "key"
+        else:
+            model = load_model(run)[0]
+            self.queries, self.candidates = model.query_vectors(), model.candidate_vectors()
+            self.bias, self.offset = model.candidate_bias(), model.global_offset()
+            self.cosine_only = False
+            ids, key = VOCAB, "asin"
+        self.vocab = pq.ParquetFile(dataset_of(Path(run)) / ids)
+        self.asins = self.vocab.read(columns=[key]).column(key)
 
     def ids(self, asins: list[str]) -> np.ndarray:
         """Vocabulary ids of ``asins``, matched exactly, else in upper or lower case; -1
@@ -124,12 +138,11 @@ class Index:
         terms shift its whole row, so only the candidates' biases enter the
         ranking, and the sigmoid is taken of the k winners alone.
         """
-        model = self.model
-        queries, candidates = model.query_vectors(), model.candidate_vectors()
+        queries, candidates = self.queries, self.candidates
         if cosine:
             queries = torch.nn.functional.normalize(queries, dim=1)
             candidates = torch.nn.functional.normalize(candidates, dim=1)
-        bias = None if cosine else model.candidate_bias()
+        bias = None if cosine else self.bias
         k = min(k, len(candidates) - 1)
         batch = max(1, SCORES_PER_BATCH // len(candidates))
         best_ids, best_scores = [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
@@ -143,7 +156,7 @@ class Index:
             values = top.values
             if not cosine:
                 own = bias[query][:, None] if bias is not None else 0.0
-                values = torch.sigmoid(values + own + model.global_offset())
+                values = torch.sigmoid(values + own + self.offset)
             best_ids.append(top.indices.numpy())
             best_scores.append(values.numpy())
         return np.concatenate(best_ids), np.concatenate(best_scores)
@@ -161,6 +174,7 @@ def similar(
     if not asins:
         raise PipelineError("give at least one ASIN")
     index = Index(run)
+    cosine = cosine or index.cosine_only
     ids = index.ids(asins)
     queries = ids[ids >= 0]
     neighbours, scores = index.nearest(queries, k, cosine)

@@ -9,7 +9,10 @@ both return the batch's mean loss without the L2 term:
 - :class:`AutogradStep`, for any model: ``loss.backward()`` through the
   model's ``logits``, the same lazy Adam on the sparse tables' touched rows
   (their gradients come sparse from ``nn.Embedding(sparse=True)``) and AdamW
-  on the dense parameters. Slower, general.
+  on the dense parameters (:class:`SparseDenseAdam`). Slower, general.
+- :class:`RatingStep`, for rating models: the same, through the model's
+  ``terms`` (its loss and penalty); rating models with a layout train by
+  :class:`~recsys_stream.fused_ratings.FusedRatingStep` instead.
 
 :func:`make_step` picks the fused one when the model has a layout, unless
 told otherwise. Both hold their optimizer state, saved in checkpoints.
@@ -24,9 +27,10 @@ import torch
 from pipeline.errors import PipelineError
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import DistinctRows, LazyAdam, gradients, layout_parameters
+from recsys_stream.fused_ratings import FusedRatingStep
 from recsys_stream.losses import LOSSES, Loss, objective_terms
 from recsys_stream.models import PairModel
-from recsys_stream.stream import Batch
+from recsys_stream.stream import Batch, RatingBatch
 
 
 class Step:
@@ -83,17 +87,48 @@ class FusedStep(Step):
         self.optimizer.load_state_dict(state)
 
 
+class SparseDenseAdam:
+    """A model's optimizers: the lazy Adam on its sparse tables' touched rows, AdamW on
+    the dense parameters; gradients come from ``backward()``."""
+
+    def __init__(self, tables: dict[str, torch.nn.Embedding], dense: dict[str, torch.nn.Parameter]):
+        self.tables = tables
+        for table in tables.values():
+            table.sparse = True  # gradients of the touched rows only
+        self.sparse = LazyAdam({name: table.weight for name, table in tables.items()})
+        dense = list(dense.values())
+        self.dense = torch.optim.AdamW(dense, weight_decay=0.0) if dense else None
+
+    def step(self, lr: float) -> None:
+        rows = {}
+        for name, table in self.tables.items():
+            if table.weight.grad is not None:
+                grad = table.weight.grad.coalesce()
+                rows[name] = (grad.indices()[0], grad.values())
+        self.sparse.step(rows, lr)
+        if self.dense:
+            for group in self.dense.param_groups:
+                group["lr"] = lr
+            self.dense.step()
+
+    def state_dict(self) -> dict:
+        return {
+            "sparse": self.sparse.state_dict(),
+            "dense": self.dense.state_dict() if self.dense else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sparse.load_state_dict(state["sparse"])
+        if self.dense:
+            self.dense.load_state_dict(state["dense"])
+
+
 class AutogradStep(Step):
     kind = "autograd"
 
     def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
         super().__init__(model, loss, l2, max_weight)
-        self.tables = model.tables()
-        for table in self.tables.values():
-            table.sparse = True  # gradients of the touched rows only
-        self.sparse = LazyAdam({name: table.weight for name, table in self.tables.items()})
-        dense = list(model.dense().values())
-        self.dense = torch.optim.AdamW(dense, weight_decay=0.0) if dense else None
+        self.optimizer = SparseDenseAdam(model.tables(), model.dense())
 
     def __call__(self, batch: Batch, lr: float) -> float:
         self.model.zero_grad(set_to_none=True)
@@ -108,28 +143,38 @@ class AutogradStep(Step):
             batch.shared_weight,
         )
         (data + penalty).backward()
-        rows = {}
-        for name, table in self.tables.items():
-            if table.weight.grad is not None:
-                grad = table.weight.grad.coalesce()
-                rows[name] = (grad.indices()[0], grad.values())
-        self.sparse.step(rows, lr)
-        if self.dense:
-            for group in self.dense.param_groups:
-                group["lr"] = lr
-            self.dense.step()
+        self.optimizer.step(lr)
         return data.item()
 
     def state_dict(self) -> dict:
-        return {
-            "sparse": self.sparse.state_dict(),
-            "dense": self.dense.state_dict() if self.dense else None,
-        }
+        return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.sparse.load_state_dict(state["sparse"])
-        if self.dense:
-            self.dense.load_state_dict(state["dense"])
+        self.optimizer.load_state_dict(state)
+
+
+class RatingStep:
+    """A rating model's step: ``backward()`` through its ``terms``, the same optimizers."""
+
+    kind = "autograd"
+
+    def __init__(self, model):
+        self.model = model
+        self.optimizer = SparseDenseAdam(model.tables(), model.dense())
+
+    def __call__(self, batch: RatingBatch, lr: float) -> float:
+        """Update the model from ``batch`` at ``lr``; the batch's mean data loss."""
+        self.model.zero_grad(set_to_none=True)
+        data, penalty = self.model.terms(batch.user, batch.item, batch.rating)
+        (data + penalty).backward()
+        self.optimizer.step(lr)
+        return data.item()
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
 
 
 STEPS = {"fused": FusedStep, "autograd": AutogradStep}
@@ -143,6 +188,17 @@ def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
     if kind == "fused" and model.layout() is None:
         raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
     return STEPS[kind](model, LOSSES[config.labels], config.l2, max_weight)
+
+
+def make_rating_step(model, config: TrainConfig):
+    """A rating model's step: fused when its prediction has a layout, unless told otherwise."""
+    layout = model.layout()
+    kind = config.step
+    if kind == "auto":
+        kind = "fused" if layout is not None else "autograd"
+    if kind == "fused" and layout is None:
+        raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
+    return FusedRatingStep(model, layout) if kind == "fused" else RatingStep(model)
 
 
 def check_finite(value: float, step: int, config: TrainConfig, what: str = "loss") -> None:

@@ -52,19 +52,9 @@ class RowGroupStream(IterableDataset):
     order, with a generator of its own: each row is read once an epoch.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        batch_size: int,
-        sampler: NegativeSampler,
-        negatives: int,
-        seed: int,
-        shuffle_groups: int,
-        shared: int = 0,
-    ):
+    def __init__(self, path: str | Path, batch_size: int, seed: int, shuffle_groups: int):
         self.path = Path(path)
-        self.batch_size, self.sampler, self.negatives = batch_size, sampler, negatives
-        self.seed, self.shuffle_groups, self.shared = seed, shuffle_groups, shared
+        self.batch_size, self.seed, self.shuffle_groups = batch_size, seed, shuffle_groups
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -76,6 +66,54 @@ class RowGroupStream(IterableDataset):
         count = pq.ParquetFile(self.path).num_row_groups
         order = np.random.default_rng([self.seed, self.epoch]).permutation(count)
         return order[worker::workers].tolist()
+
+    def worker_plan(self) -> tuple[np.random.Generator, list[int]]:
+        """This worker's generator for the epoch and the row groups it reads."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        return rng, self.row_groups(worker, workers)
+
+    def shuffled(
+        self, rng: np.random.Generator, groups: list[int], columns: list[str]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Whole batches of ``columns``' rows, shuffled ``shuffle_groups`` row groups at a time.
+
+        The rows a chunk leaves over join the next chunk; the last batch of
+        the epoch may be short.
+        """
+        parquet = pq.ParquetFile(self.path)
+        carry = None
+        for start in range(0, len(groups), self.shuffle_groups):
+            table = parquet.read_row_groups(groups[start : start + self.shuffle_groups], columns)
+            chunk = {name: table.column(name).to_numpy() for name in columns}
+            if carry:
+                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in columns}
+            order = rng.permutation(len(chunk[columns[0]]))
+            whole = len(order) - len(order) % self.batch_size
+            for offset in range(0, whole, self.batch_size):
+                rows = order[offset : offset + self.batch_size]
+                yield {name: values[rows] for name, values in chunk.items()}
+            carry = {name: values[order[whole:]] for name, values in chunk.items()}
+        if carry and len(carry[columns[0]]):
+            yield carry
+
+
+class NegativeStream(RowGroupStream):
+    """A row-group stream whose batches are positive pairs with sampled negatives."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int,
+        sampler: NegativeSampler,
+        negatives: int,
+        seed: int,
+        shuffle_groups: int,
+        shared: int = 0,
+    ):
+        super().__init__(path, batch_size, seed, shuffle_groups)
+        self.sampler, self.negatives, self.shared = sampler, negatives, shared
 
     def batch(
         self,
@@ -98,39 +136,44 @@ class RowGroupStream(IterableDataset):
         others = np.concatenate([positive[:, None], negatives], axis=1)
         return Batch(torch.from_numpy(anchor), torch.from_numpy(others), weight)
 
-    def worker_plan(self) -> tuple[np.random.Generator, list[int]]:
-        """This worker's generator for the epoch and the row groups it reads."""
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
-        return rng, self.row_groups(worker, workers)
 
-
-class PairStream(RowGroupStream):
+class PairStream(NegativeStream):
     """Batches of positives from train.parquet with negatives; see the module doc."""
 
     def __iter__(self) -> Iterator[Batch]:
         rng, groups = self.worker_plan()
-        columns = ["src", "dst", "weight"]
-        parquet = pq.ParquetFile(self.path)
-        carry = None
-        for start in range(0, len(groups), self.shuffle_groups):
-            table = parquet.read_row_groups(groups[start : start + self.shuffle_groups], columns)
-            chunk = {name: table.column(name).to_numpy() for name in columns}
-            if carry:
-                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in columns}
-            order = rng.permutation(len(chunk["src"]))
-            whole = len(order) - len(order) % self.batch_size
-            for offset in range(0, whole, self.batch_size):
-                yield self._batch(rng, chunk, order[offset : offset + self.batch_size])
-            carry = {name: values[order[whole:]] for name, values in chunk.items()}
-        if carry and len(carry["src"]):
-            yield self._batch(rng, carry, np.arange(len(carry["src"])))
+        for rows in self.shuffled(rng, groups, ["src", "dst", "weight"]):
+            yield self._batch(rng, rows)
 
-    def _batch(self, rng: np.random.Generator, chunk: dict, rows: np.ndarray) -> Batch:
+    def _batch(self, rng: np.random.Generator, rows: dict[str, np.ndarray]) -> Batch:
         # Either end of a pair can be the anchor: a coin flip, so both ends
         # get negatives (the pairs are stored with src < dst).
-        src, dst = chunk["src"][rows].astype(np.int64), chunk["dst"][rows].astype(np.int64)
-        flip = rng.random(len(rows)) < 0.5
+        src, dst = rows["src"].astype(np.int64), rows["dst"].astype(np.int64)
+        flip = rng.random(len(src)) < 0.5
         anchor, positive = np.where(flip, dst, src), np.where(flip, src, dst)
-        return self.batch(rng, anchor, positive, torch.from_numpy(chunk["weight"][rows]))
+        return self.batch(rng, anchor, positive, torch.from_numpy(rows["weight"]))
+
+
+@dataclass
+class RatingBatch:
+    """B (user, item, rating) triples."""
+
+    user: torch.Tensor  # (B,) int64
+    item: torch.Tensor  # (B,) int64
+    rating: torch.Tensor  # (B,) float32
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+
+class RatingStream(RowGroupStream):
+    """Batches of ratings from a ratings train file, shuffled as the pair stream's."""
+
+    def __iter__(self) -> Iterator[RatingBatch]:
+        rng, groups = self.worker_plan()
+        for rows in self.shuffled(rng, groups, ["user", "item", "rating"]):
+            yield RatingBatch(
+                torch.from_numpy(rows["user"].astype(np.int64)),
+                torch.from_numpy(rows["item"].astype(np.int64)),
+                torch.from_numpy(rows["rating"]),
+            )

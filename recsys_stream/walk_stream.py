@@ -33,7 +33,7 @@ import torch
 from pipeline.contracts import made_by, require, stamps
 from pipeline.errors import PipelineError
 from recsys_stream.sampling import NegativeSampler
-from recsys_stream.stream import Batch, RowGroupStream
+from recsys_stream.stream import Batch, NegativeStream
 
 
 def open_walks(path: Path) -> pq.ParquetFile:
@@ -66,7 +66,7 @@ def expected_pairs(walks: int, length: int, window: int) -> int:
     return round(walks * float((2 * (length - offsets) * kept).sum()))
 
 
-class WalkStream(RowGroupStream):
+class WalkStream(NegativeStream):
     """Batches of (centre, context) pairs with negatives; see the module doc."""
 
     def __init__(

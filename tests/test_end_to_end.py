@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import DIGITAL_MUSIC_2014, MAGAZINES_2018
+from conftest import DIGITAL_MUSIC_2014, MAGAZINES_2018, write_lines
 from repo import fresh_copy, make
 
 from pipeline.pairs import build_pairs
@@ -181,3 +181,46 @@ def test_make_clean_keeps_raw_files(tmp_path):
         str(p.relative_to(copy / "data")) for p in (copy / "data").rglob("*") if p.is_file()
     )
     assert left == ["books/raw/meta_Books.json.gz", "demo/raw/synthetic-10.json.gz"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_ratings_on_a_small_file_then_nothing_then_what_changed(tmp_path):
+    copy = fresh_copy(tmp_path)
+    lines = ["userId,movieId,rating,timestamp"]
+    for user in range(1, 41):
+        lines += [f"{user},{i},{1 + (user * i) % 5},{user * 100 + i}" for i in range(1, 31)]
+    raw = write_lines(tmp_path / "ratings.csv", lines)
+    titles = ["movieId,title,genres"] + [f"{i},Movie {i} (2001),Drama" for i in range(1, 31)]
+    movies = write_lines(tmp_path / "movies.csv", titles)
+    settings = [f"RAW={raw}", f"TITLES={movies}", "NAME=small", "EPOCHS=2", "QUIET=1"]
+    done = make(copy, "ratings", *settings)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ran(done) == ["ratings", "split-ratings", *["train"] * 4, "report"]
+    data = copy / "data" / "small"
+    assert json.loads((data / "ratings.json").read_text())["ratings"] == 40 * 30
+    report = (data / "report.md").read_text()
+    for model in ("mf", "mf_bias", "pmf", "embedding_net"):
+        assert f"| {model} | {model} |" in report
+    assert "Component 1, one end: Movie" in report
+    assert ran(make(copy, "ratings", *settings)) == []  # nothing changed: nothing runs
+    again = make(copy, "ratings", *settings[:-2], "EPOCHS=1", "QUIET=1")  # only training changed
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert ran(again) == [*["train"] * 4, "report"]
+    missing = make(copy, "ratings", "NAME=small")
+    assert missing.returncode != 0
+    assert missing.stderr.splitlines()[0].startswith("error: make ratings needs RAW=")
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("curl") is None,
+    reason="make or curl not installed",
+)
+def test_make_movielens_without_network_is_one_error_line(tmp_path):
+    copy = fresh_copy(tmp_path)
+    result = make(copy, "movielens", "MOVIELENS_100K=http://127.0.0.1:9/ml-100k.zip")
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert len(ours) == 1, result.stderr
+    assert ours[0].startswith("error: could not download http://127.0.0.1:9/ml-100k.zip")
+    assert "RAW=/path/to/u.data TITLES=/path/to/u.item" in ours[0]
+    assert list((copy / "data" / "movielens" / "raw").iterdir()) == []

@@ -247,7 +247,7 @@ def test_model_is_refused_with_another_vocabulary(planted, tmp_path):
 
 
 def test_bad_inputs_are_one_line_errors(planted, tmp_path):
-    with pytest.raises(PipelineError, match=r"train\.parquet: not found"):
+    with pytest.raises(PipelineError, match=r"nothing to train on: no train\.parquet"):
         train(tmp_path, TrainConfig(), quiet=True)
     with pytest.raises(PipelineError, match=r"need about .* GiB"):
         train(planted, TrainConfig(dim=10**9), quiet=True)

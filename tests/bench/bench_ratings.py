@@ -4,8 +4,10 @@
 
 Writes a synthetic Amazon reviews file (``synth-ratings``, cached in
 --workdir), then runs ``ratings`` and ``split-ratings`` (random, time, and 5
-folds), each in a fresh process, and prints one JSON line per stage run:
-seconds, lines or ratings a second, peak RSS. The stages run from Python in a
+folds), then trains ``mf_bias`` (dim 32, the ratings defaults) for one epoch
+on fold 1, each in a fresh process, and prints one JSON line per stage run:
+seconds, lines or ratings a second, peak RSS (``--train-only``: the training
+alone, on the files of an earlier run). The stages run from Python in a
 fresh interpreter (common.run_stage), so each peak RSS is its own.
 """
 
@@ -40,8 +42,26 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2_000_000)
     parser.add_argument("--ratings", type=int, default=20_000_000)
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument("--train-only", action="store_true")
     args = parser.parse_args()
     data = args.workdir / f"ratings-{args.ratings}"
+    tag = {"bench": "ratings", "users": args.users, "items": args.items}
+    if not args.train_only:
+        stages(args, data, tag)
+    trained = stage(
+        "import json, sys; from recsys_stream.train import train; "
+        "print(json.dumps(train(sys.argv[1], quiet=True, name='bench', "
+        "options={'epochs': 1, 'fold': 1, 'dim': 32})))",
+        str(data),
+    )
+    keys = ("rmse", "global_mean_rmse", "train_ratings", "seconds", "samples_per_s", "peak_rss_mb")
+    line = {**tag, "stage": "train mf_bias dim 32, 1 epoch", **{k: trained[k] for k in keys}}
+    line["steps_by_threads"] = trained["steps_by_threads"]
+    print(json.dumps(line), flush=True)
+
+
+def stages(args: argparse.Namespace, data: Path, tag: dict) -> None:
+    """The ratings stage and the three splits."""
     raw = data / "raw" / "reviews.json.gz"
     if not raw.exists():
         sizes = ["--users", str(args.users), "--items", str(args.items)]
@@ -62,7 +82,6 @@ def main() -> None:
             check=True,
             cwd=ROOT,
         )
-    tag = {"bench": "ratings", "users": args.users, "items": args.items}
     read = stage(
         "import json, sys; from pipeline.ratings import ratings; "
         "print(json.dumps(ratings(sys.argv[1], sys.argv[2], quiet=True)))",

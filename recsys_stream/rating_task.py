@@ -1,0 +1,178 @@
+"""Training on user-item ratings: the task of ``pipeline split-ratings``' files.
+
+A curve point is the RMSE and MAE, on the original rating scale, of a fixed
+sample of val ratings (all of them when fewer than ``--eval-sample``);
+early stopping watches the RMSE. Predictions are clipped to the train
+ratings' range before they are scored, as Surprise does. The run ends by
+scoring the whole val set (and its users and items seen in train), beside
+the global-mean baseline, and writes model.pt, embeddings.parquet (the item
+vectors, with their keys and titles) and predictions.csv (a fixed sample of
+val ratings with their predictions, for the report's figures).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.contracts import ITEMS, stamps
+from pipeline.errors import PipelineError
+from recsys_stream import runs
+from recsys_stream.config import TrainConfig
+from recsys_stream.rating_inputs import RatingVal, open_rating_data
+from recsys_stream.rating_models import RATING_MODELS, RatingModel, build_rating_model
+from recsys_stream.runs import Run, TrainState
+from recsys_stream.steps import check_finite, make_rating_step
+from recsys_stream.stream import RatingStream
+from recsys_stream.tasks import Task, check_memory, check_model
+
+PREDICTION_SAMPLE = 20_000  # val ratings in predictions.csv
+PREDICT_ROWS = 1 << 18  # ratings predicted at a time
+
+
+class RatingTask(Task):
+    """User-item ratings, scored by RMSE and MAE; see the module doc."""
+
+    kind = "ratings"
+    metrics = ("rmse", "mae")
+    monitor, higher_is_better = "rmse", False
+
+    def __init__(self, data_dir, config: TrainConfig):
+        check_model(self.kind, config, RATING_MODELS)
+        self.config = config
+        self.data = data = open_rating_data(data_dir, config.fold)
+        check_memory(
+            data.users + data.items, config, f"{data.users:,} users and {data.items:,} items"
+        )
+        self.identity = {"ratings_id": data.ratings_id, "split_id": data.split_id}
+        self.default_name = config.model + (f"-fold{config.fold}" if config.fold else "")
+        self.model = build_rating_model(
+            config.model, data.users, data.items, data.low, data.high, config
+        )
+        self.stream = RatingStream(
+            data.train, config.batch_size, config.seed, config.shuffle_groups
+        )
+        self.rows = self.samples = data.train_rows
+        self.step = make_rating_step(self.model, config)
+        self.probe = data.val.sample(config.eval_sample, config.seed)
+
+    def score(self, step: int) -> dict[str, float | None]:
+        predicted = predict(
+            self.model, self.probe.user, self.probe.item, self.data.low, self.data.high
+        )
+        check_finite(float(predicted.sum()), step, self.config, "predictions")
+        return {name: round(value, 5) for name, value in errors(predicted, self.probe).items()}
+
+    def finish(self, run: Run, state: TrainState) -> dict:
+        """Score the whole val set; write model.pt, embeddings.parquet and predictions.csv."""
+        data, val, model = self.data, self.data.val, self.model
+        predicted = predict(model, val.user, val.item, data.low, data.high)
+        seen = val.seen
+        mean = np.full(len(val.rating), data.mean, dtype=np.float32)
+        sample = val.sample(PREDICTION_SAMPLE, self.config.seed)
+        runs.write_columns(
+            run.path(runs.PREDICTIONS),
+            {
+                "rating": sample.rating,
+                "predicted": predict(model, sample.user, sample.item, data.low, data.high),
+            },
+        )
+        run.save_model(
+            model, {"users": data.users, "items": data.items, "low": data.low, "high": data.high}
+        )
+        vectors = model.item_vectors().detach().numpy()
+        runs.write_embeddings(
+            {"vector": vectors},
+            data.directory / ITEMS,
+            "key",
+            run.path(runs.EMBEDDINGS),
+            self.identity,
+        )
+        overall = errors(predicted, val)
+        return {
+            **overall,
+            **{f"{k}_seen": v for k, v in errors(predicted[seen], _rows(val, seen)).items()},
+            **{f"{k}_cold": v for k, v in errors(predicted[~seen], _rows(val, ~seen)).items()},
+            **{f"global_mean_{k}": v for k, v in errors(mean, val).items()},
+            **model.facts(),
+            "best_epoch": state.best_epoch or state.epoch,
+            "rating_range": [data.low, data.high],
+            "train_ratings": data.train_rows,
+            "val_rows": len(val.rating),
+            "val_seen_rows": int(seen.sum()),
+            "val_cold_rows": int((~seen).sum()),
+            "users": data.users,
+            "items": data.items,
+            "split_id": data.split_id,
+            "fold": self.config.fold,
+        }
+
+
+def _rows(val: RatingVal, keep: np.ndarray) -> RatingVal:
+    return RatingVal(val.user[keep], val.item[keep], val.rating[keep], val.seen[keep])
+
+
+@torch.no_grad()
+def predict(
+    model: RatingModel, user: np.ndarray, item: np.ndarray, low: float, high: float
+) -> np.ndarray:
+    """The model's ratings of (user, item), clipped to the train range, in eval mode."""
+    training = model.training
+    model.eval()
+    out = np.empty(len(user), dtype=np.float32)
+    for start in range(0, len(user), PREDICT_ROWS):
+        rows = slice(start, start + PREDICT_ROWS)
+        users = torch.from_numpy(user[rows].astype(np.int64))
+        items = torch.from_numpy(item[rows].astype(np.int64))
+        out[rows] = model(users, items).clamp(low, high).numpy()
+    model.train(training)
+    return out
+
+
+def errors(predicted: np.ndarray, val: RatingVal) -> dict[str, float | None]:
+    """RMSE and MAE of ``predicted`` against the val ratings (None for no rows)."""
+    if not len(predicted):
+        return {"rmse": None, "mae": None}
+    error = predicted.astype(np.float64) - val.rating
+    return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
+
+
+def is_ratings_run(run: str | os.PathLike) -> bool:
+    """Whether ``run`` holds a model trained on ratings (else on product pairs)."""
+    path = Path(run) / runs.MODEL
+    return path.is_file() and "ratings_id" in runs.load_torch(path)
+
+
+def load_rating_model(run: str | os.PathLike) -> tuple[RatingModel, TrainConfig, dict]:
+    """The trained model of a ratings run, its config and the saved metadata.
+
+    Refuses a model whose ratings_id differs from the dataset's items.parquet:
+    ids would point at other users and items.
+    """
+    run = Path(run)
+    path = run / runs.MODEL
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found (it is made by `python -m recsys_stream train`)")
+    saved = runs.load_torch(path)
+    if "ratings_id" not in saved:
+        raise PipelineError(f"{path}: a model of product pairs, not of ratings")
+    items = runs.dataset_of(run) / ITEMS
+    if (
+        not items.is_file()
+        or stamps(pq.ParquetFile(items)).get("ratings_id") != saved["ratings_id"]
+    ):
+        raise PipelineError(f"{path}: trained on other ratings than {items}; retrain")
+    config = TrainConfig.from_dict(saved["config"])
+    model = build_rating_model(
+        config.model, saved["users"], saved["items"], saved["low"], saved["high"], config, load=True
+    )
+    try:
+        model.load_state_dict(saved["state_dict"], assign=True)
+    except RuntimeError:
+        raise PipelineError(f"{path}: made by another version of recsys-stream; retrain") from None
+    model.eval()
+    return model, config, saved

@@ -1,0 +1,96 @@
+"""What the one training loop needs from a kind of dataset: a task.
+
+The loop (:mod:`recsys_stream.train`) streams batches, steps, records
+learning-curve points, checkpoints, resumes, stops early and tunes threads
+the same way for every dataset; a task supplies what differs: the model and
+its step, the stream of batches, the metrics of a curve point and the run's
+final files. :class:`~recsys_stream.pair_task.PairTask` trains product pairs
+(and skip-gram over walks), :class:`~recsys_stream.rating_task.RatingTask`
+user-item ratings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import IterableDataset
+
+from pipeline.contracts import TRAIN
+from pipeline.errors import PipelineError
+from recsys_stream.config import TrainConfig
+from recsys_stream.steps import Step
+
+KINDS = ("pairs", "ratings")
+
+
+class Task:
+    """A dataset opened for training, with its model, step and stream built."""
+
+    kind: str
+    model: nn.Module
+    step: Step
+    stream: IterableDataset
+    rows: int  # rows an epoch streams (the schedule's steps follow from it)
+    samples: int  # samples an epoch, as the loss counts them (the progress bar's total)
+    identity: dict[str, str]  # what a run's checkpoint and model must match (Run.identity)
+    default_name: str  # the run's name unless --name gives one
+    metrics: tuple[str, ...]  # a curve point's columns, from ``score``
+    monitor: str  # the metric early stopping watches, one of ``metrics``
+    higher_is_better: bool
+
+    def score(self, step: int) -> dict[str, float | None]:
+        """The metrics of the model after ``step`` steps, on the fixed validation probe."""
+        raise NotImplementedError
+
+    def finish(self, run, state) -> dict:
+        """Write the run's final files but summary.json; return the summary's task entries."""
+        raise NotImplementedError
+
+
+def dataset_kind(data_dir: str | os.PathLike) -> str:
+    """ "pairs" for a directory with train.parquet, "ratings" for one with ratings files."""
+    directory = Path(data_dir)
+    if (directory / TRAIN).is_file():
+        return "pairs"
+    if any(directory.glob("ratings-train*.parquet")):
+        return "ratings"
+    raise PipelineError(
+        f"{directory}: nothing to train on: no {TRAIN} (`python -m pipeline split`) and no "
+        "ratings-train.parquet (`python -m pipeline split-ratings`)"
+    )
+
+
+def check_model(kind: str, config: TrainConfig, registry: dict) -> None:
+    """Refuse, in one line, a model that does not train on this kind of dataset."""
+    if config.model not in registry:
+        raise PipelineError(
+            f"--model {config.model} does not train on {kind}; one of {', '.join(registry)}"
+        )
+
+
+def check_memory(rows: int, config: TrainConfig, what: str) -> None:
+    """Refuse, in one line, a dim or batch size whose tables cannot fit in memory.
+
+    ``rows``: the embedding rows of all tables (products, or users and items).
+    """
+    tables = rows * (config.dim + 1) * 4 * 3  # weights and two Adam moments
+    batch = config.batch_size * (config.negatives + 2) * config.dim * 4 * 8  # temporaries
+    needed = tables + batch + rows * 16
+    available = _available_memory()
+    if available and needed > available:
+        raise PipelineError(
+            f"--dim {config.dim} and --batch-size {config.batch_size} need about "
+            f"{needed / 2**30:.1f} GiB for {what}; {available / 2**30:.1f} GiB is available"
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -1,0 +1,179 @@
+"""Contract tests shared by every rating model, and the ratings side of the trainer.
+
+Each model in the registry trains through the one training loop on a small
+synthetic ratings set with planted factors, and must predict it well below
+the RMSE of the global mean; its fused step (when it has one) must give
+autograd's gradients; a run saves and loads, resumes bit for bit, and early
+stopping keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.ratings import ratings
+from pipeline.split_ratings import split_ratings
+from pipeline.synth_ratings import generate_ratings
+from recsys_stream.config import TrainConfig
+from recsys_stream.fused import DistinctRows
+from recsys_stream.fused_ratings import rating_gradients
+from recsys_stream.rating_models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
+from recsys_stream.rating_task import load_rating_model, predict
+from recsys_stream.schedule import learning_rate
+from recsys_stream.train import train
+
+MODELS = sorted(RATING_MODELS)
+# Quick settings for 24k ratings: a few epochs of small batches.
+FAST = {"epochs": 6, "batch_size": 256, "lr": 0.01, "l2": 0.02, "dim": 16}
+OPTIONS = {  # the settings each model learns the planted set with
+    "mf": {},
+    "mf_bias": {},
+    "pmf": {"lr": 0.02},
+    "embedding_net": {"dropout": 0.0, "embedding_dropout": 0.0, "init_std": 0.1, "l2": 0.01},
+}
+# Of the global mean's RMSE, each model's must be below: the planted ratings are
+# mean + biases + <p, q> + noise, rounded (a floor near 0.6 of it); a dot product
+# alone must also learn the offset, and an MLP learns a product slowly.
+BELOW = {"mf": 0.9, "mf_bias": 0.75, "pmf": 0.75, "embedding_net": 0.9}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """About 60k ratings of 500 users on 300 items (planted factors), split 80/20."""
+    folder = tmp_path_factory.mktemp("planted-ratings")
+    raw = folder / "ratings.csv"
+    generate_ratings(raw, users=500, items=300, ratings=60_000, seed=1, quiet=True)
+    ratings(raw, folder, quiet=True)
+    split_ratings(folder, quiet=True)
+    split_ratings(folder, folds=3, quiet=True)
+    return folder
+
+
+def config(model: str, **values) -> TrainConfig:
+    return TrainConfig.defaults("ratings", model=model, **{**FAST, **OPTIONS[model], **values})
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_learns_the_planted_ratings(planted, model):
+    summary = train(planted, config(model), name=model, quiet=True)
+    assert summary["rmse"] < BELOW[model] * summary["global_mean_rmse"], summary
+    assert summary["mae"] < summary["global_mean_mae"]
+    assert summary["val_rows"] == summary["val_seen_rows"] + summary["val_cold_rows"]
+    loaded, saved_config, _ = load_rating_model(planted / "runs" / model)
+    assert saved_config == config(model)
+    # the loaded model predicts what the summary scored
+    val = pq.read_table(planted / "ratings-val.parquet")
+    user, item, rating = (val.column(n).to_numpy() for n in ("user", "item", "rating"))
+    predicted = predict(loaded, user, item, 1.0, 5.0)
+    assert np.sqrt(np.mean((predicted - rating) ** 2)) == pytest.approx(summary["rmse"], rel=1e-5)
+    with open(planted / "runs" / model / "predictions.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == min(20_000, len(rating))
+    shown = np.array([float(r["predicted"]) for r in rows])
+    assert shown.min() >= 1 and shown.max() <= 5
+    curve = list(csv.DictReader(open(planted / "runs" / model / "metrics.csv")))
+    assert [int(r["epoch"]) for r in curve][::10] == list(range(7))  # 0, then 10 an epoch
+    assert float(curve[-1]["rmse"]) == pytest.approx(summary["rmse"], abs=1e-5)
+    assert loaded.training is False
+
+
+def test_predictions_stay_in_the_widened_range(planted):
+    train(planted, config("mf_bias", epochs=2, lr=0.05), name="range", quiet=True)
+    model = load_rating_model(planted / "runs" / "range")[0]
+    with torch.no_grad():
+        raw = model(torch.arange(500).repeat(300), torch.arange(300).repeat_interleave(500))
+    assert raw.min() >= 1 - Y_RANGE_MARGIN and raw.max() <= 5 + Y_RANGE_MARGIN
+    clipped = predict(model, np.arange(500), np.zeros(500, dtype=np.int64), 1.0, 5.0)
+    assert clipped.min() >= 1 and clipped.max() <= 5
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m in ("mf", "mf_bias")])
+def test_fused_gradients_equal_autograds(model):
+    generator = torch.Generator().manual_seed(0)
+    built = build_rating_model(model, 50, 40, 1.0, 5.0, config(model, l2=0.3, init_std=0.3))
+    user = torch.randint(0, 50, (64,), generator=generator)
+    item = torch.randint(0, 40, (64,), generator=generator)
+    rating = torch.randint(1, 6, (64,), generator=generator).float()
+    layout = built.layout()
+    fused = rating_gradients(layout, user, item, rating, built.l2, DistinctRows(50))
+    data, penalty = built.terms(user, item, rating)
+    (data + penalty).backward()
+    assert fused.loss == pytest.approx(data.item(), rel=1e-6)
+    for name, (rows, grads) in fused.rows.items():
+        expected = getattr(built, name).weight.grad
+        expected = expected.to_dense() if expected.is_sparse else expected
+        assert torch.allclose(grads, expected[rows], atol=1e-6), name
+        untouched = torch.ones(len(expected), dtype=torch.bool)
+        untouched[rows] = False
+        assert not expected[untouched].any()
+
+
+@pytest.mark.parametrize("model", ["mf", "mf_bias"])
+def test_fused_and_autograd_steps_train_alike(planted, model):
+    fused = train(planted, config(model, epochs=2), name="fused", quiet=True)
+    autograd = train(planted, config(model, epochs=2, step="autograd"), name="ag", quiet=True)
+    assert fused["rmse"] == pytest.approx(autograd["rmse"], abs=1e-4)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resume_is_bit_identical(planted, model):
+    straight = train(planted, config(model, epochs=3), name="straight", quiet=True)
+    train(planted, config(model, epochs=2), name="parts", quiet=True)
+    resumed = train(planted, config(model, epochs=3), name="parts", resume=True, quiet=True)
+    assert resumed["parts"] == 2 and resumed["rmse"] == straight["rmse"]
+    first, second = (load_rating_model(planted / "runs" / n)[0] for n in ("straight", "parts"))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_same_seed_same_model_and_another_seed_another(planted):
+    runs = [
+        train(planted, config("mf_bias", epochs=1, seed=s), name=f"s{i}", quiet=True)
+        for i, s in enumerate((7, 7, 8))
+    ]
+    assert runs[0]["rmse"] == runs[1]["rmse"] != runs[2]["rmse"]
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(planted):
+    # no penalty and a high rate: val RMSE bottoms out early, then overfits
+    overfit = config("mf_bias", epochs=12, l2=0.0, lr=0.05, dim=32, patience=2)
+    summary = train(planted, overfit, name="early", quiet=True)
+    curve = list(csv.DictReader(open(planted / "runs" / "early" / "metrics.csv")))
+    ends = {int(r["epoch"]): float(r["rmse"]) for r in curve if r["epoch"] != "0"}
+    best = min(ends, key=ends.get)
+    assert summary["stopped_early"] and summary["epochs"] == best + 2 < 12
+    assert summary["best_epoch"] == best
+    assert summary["rmse"] == pytest.approx(ends[best], abs=1e-5)  # the best epoch's model
+
+
+def test_folds_train_separately_and_name_their_runs(planted):
+    summary = train(planted, config("mf_bias", epochs=1, fold=2), quiet=True)
+    assert summary["run"] == "mf_bias-fold2" and summary["fold"] == 2
+    total = json.loads((planted / "ratings.json").read_text())["ratings"]
+    assert summary["train_ratings"] + summary["val_rows"] == total
+    assert abs(summary["val_rows"] - total / 3) < 0.01 * total  # one fold of three
+    with pytest.raises(PipelineError, match=r"ratings-train-fold4\.parquet: not found; .*--folds"):
+        train(planted, config("mf_bias", fold=4), quiet=True)
+
+
+def test_models_of_the_other_kind_are_refused(planted):
+    with pytest.raises(PipelineError, match="--model skipgram does not train on ratings; one of"):
+        train(planted, TrainConfig.defaults("ratings", model="skipgram"), quiet=True)
+
+
+def test_cosine_cyclic_restarts_every_cycle():
+    lrs = [
+        learning_rate("cosine-cyclic", 0.1, e, s, 10, 6, cycle=2)
+        for e in range(6)
+        for s in range(10)
+    ]
+    assert [lrs[i] for i in (0, 20, 40)] == [0.1, 0.1, 0.1]
+    assert lrs[10] == pytest.approx(0.05)  # half way through a cycle
+    assert lrs[:20] == sorted(lrs[:20], reverse=True) and lrs[19] < 0.001
