@@ -191,6 +191,18 @@ def layout_parameters(layout: PairLayout) -> dict[str, torch.Tensor]:
     return found
 
 
+class OptimizerState:
+    """A step whose state (for checkpoints) is its ``optimizer``'s."""
+
+    optimizer: LazyAdam
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
 class LazyAdam:
     """Adam on the touched rows only (torch.optim.SparseAdam's update), for 2-d tables.
 

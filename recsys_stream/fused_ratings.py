@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_stream.fused import DistinctRows, Gradients, LazyAdam, row_sums
+from recsys_stream.fused import DistinctRows, Gradients, LazyAdam, OptimizerState, row_sums
 
 
 @dataclass
@@ -79,7 +79,7 @@ def rating_gradients(
     return Gradients(found, float(error.square().mean()))
 
 
-class FusedRatingStep:
+class FusedRatingStep(OptimizerState):
     """A rating model's step with :func:`rating_gradients` and the lazy Adam."""
 
     kind = "fused"
@@ -97,9 +97,3 @@ class FusedRatingStep:
         )
         self.optimizer.step(grads.rows, lr)
         return grads.loss
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)

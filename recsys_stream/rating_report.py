@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 
 from pipeline.contracts import EMBEDDINGS, ITEMS, RATINGS_STATS, SPLIT_RATINGS_STATS
 from recsys_stream.config import TrainConfig
-from recsys_stream.report import save
+from recsys_stream.report import save, stage_table
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
 ENDS = 5  # titles named at each end of a component
@@ -106,13 +106,7 @@ def _stage_table(data_dir: Path) -> list[str]:
         ),
         ("split-ratings", f"{how}: {files}", split),
     ]
-    table = ["| stage | result | seconds | peak RSS (MiB) |", "|---|---|---:|---:|"]
-    for stage, text, values in rows:
-        table.append(
-            f"| {stage} | {text} | {values.get('seconds', '–')} "
-            f"| {values.get('peak_rss_mb', '–')} |"
-        )
-    return table
+    return stage_table(rows)
 
 
 def _model_table(variants: dict[str, dict]) -> list[str]:

@@ -196,6 +196,11 @@ def _stage_table(data_dir: Path) -> list[str]:
             f"{_fmt(walked.get('steps'))} steps"
         )
         rows.append(("walks", text, walked))
+    return stage_table(rows)
+
+
+def stage_table(rows: list[tuple[str, str, dict]]) -> list[str]:
+    """A markdown table of (stage, what it made, its stats), with seconds and peak RSS."""
     table = ["| stage | result | seconds | peak RSS (MiB) |", "|---|---|---:|---:|"]
     for stage, text, values in rows:
         table.append(

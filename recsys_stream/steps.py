@@ -26,7 +26,13 @@ import torch
 
 from pipeline.errors import PipelineError
 from recsys_stream.config import TrainConfig
-from recsys_stream.fused import DistinctRows, LazyAdam, gradients, layout_parameters
+from recsys_stream.fused import (
+    DistinctRows,
+    LazyAdam,
+    OptimizerState,
+    gradients,
+    layout_parameters,
+)
 from recsys_stream.fused_ratings import FusedRatingStep
 from recsys_stream.losses import LOSSES, Loss, objective_terms
 from recsys_stream.models import PairModel
@@ -55,7 +61,7 @@ class Step:
         raise NotImplementedError
 
 
-class FusedStep(Step):
+class FusedStep(OptimizerState, Step):
     kind = "fused"
 
     def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
@@ -79,12 +85,6 @@ class FusedStep(Step):
         )
         self.optimizer.step(grads.rows, lr)
         return grads.loss
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 class SparseDenseAdam:
@@ -123,7 +123,7 @@ class SparseDenseAdam:
             self.dense.load_state_dict(state["dense"])
 
 
-class AutogradStep(Step):
+class AutogradStep(OptimizerState, Step):
     kind = "autograd"
 
     def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
@@ -146,14 +146,8 @@ class AutogradStep(Step):
         self.optimizer.step(lr)
         return data.item()
 
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
-
-
-class RatingStep:
+class RatingStep(OptimizerState):
     """A rating model's step: ``backward()`` through its ``terms``, the same optimizers."""
 
     kind = "autograd"
@@ -169,12 +163,6 @@ class RatingStep:
         (data + penalty).backward()
         self.optimizer.step(lr)
         return data.item()
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 STEPS = {"fused": FusedStep, "autograd": AutogradStep}
