@@ -27,6 +27,7 @@ from recsys_stream.fused_ratings import rating_gradients
 from recsys_stream.rating_models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
 from recsys_stream.rating_task import load_rating_model, predict
 from recsys_stream.schedule import learning_rate
+from recsys_stream.stream import RatingStream
 from recsys_stream.train import train
 
 MODELS = sorted(RATING_MODELS)
@@ -123,10 +124,21 @@ def test_fused_and_autograd_steps_train_alike(planted, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_resume_is_bit_identical(planted, model):
-    straight = train(planted, config(model, epochs=3), name="straight", quiet=True)
-    train(planted, config(model, epochs=2), name="parts", quiet=True)
-    resumed = train(planted, config(model, epochs=3), name="parts", resume=True, quiet=True)
+def test_resume_after_interruption_is_bit_identical(planted, model, monkeypatch):
+    settings = config(model, epochs=3)
+    straight = train(planted, settings, name="straight", quiet=True)
+    real = RatingStream.__iter__
+
+    def interrupted(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(RatingStream, "__iter__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(planted, settings, name="parts", quiet=True)
+    monkeypatch.setattr(RatingStream, "__iter__", real)
+    resumed = train(planted, settings, name="parts", resume=True, quiet=True)
     assert resumed["parts"] == 2 and resumed["rmse"] == straight["rmse"]
     first, second = (load_rating_model(planted / "runs" / n)[0] for n in ("straight", "parts"))
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
