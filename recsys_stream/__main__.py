@@ -29,7 +29,7 @@ def _train(a: argparse.Namespace) -> None:
         a.dir, name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads, options=given
     )
     shown = (
-        ["rmse", "mae", "global_mean_rmse", "best_epoch", "samples_per_s", "seconds"]
+        ["rmse", "mae", "global_mean_rmse", "sigma", "best_epoch", "samples_per_s", "seconds"]
         if "rmse" in summary
         else ["auc_all", "auc_seen", "pr_auc", "popularity_auc", "samples_per_s", "seconds"]
     )

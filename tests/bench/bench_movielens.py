@@ -44,19 +44,24 @@ from recsys_stream.train import train
 WORK = ROOT / "data" / "bench"
 SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
 
-# Each grid is small on purpose and the same size for both sides' strongest
-# models; a point is a dict of options.
+# Each grid is small and holds its best point inside: an axis whose best
+# value lay at its end on a first run was extended one step past it (the
+# record's ``at_edge`` names any axis where the best still lies at an end).
 OURS = {
-    "mf_bias": {"lr": [0.005, 0.01], "l2": [0.05, 0.1, 0.2], "dim": [32, 128]},
-    "mf": {"lr": [0.005, 0.01], "l2": [0.01, 0.05]},
-    "pmf": {"lr": [0.005, 0.01], "prior_std": [2.0, 3.0, 4.0]},
-    "embedding_net": {"lr": [0.001, 0.003], "dropout": [0.25, 0.5]},
+    "mf_bias": {"lr": [0.0025, 0.005, 0.01], "l2": [0.05, 0.1, 0.2], "dim": [16, 32, 128]},
+    "mf": {"lr": [0.005, 0.01, 0.02], "l2": [0.01, 0.05, 0.1]},
+    "pmf": {"lr": [0.0025, 0.005, 0.01], "prior_std": [2.0, 3.0, 4.0]},
+    "embedding_net": {"lr": [0.001, 0.003, 0.01], "dropout": [0.1, 0.25, 0.5]},
 }
 OURS_FIXED = {"epochs": 20, "schedule": "cosine"}
 SURPRISE = {
-    "SVD": {"n_factors": [50, 100, 200], "lr_all": [0.005, 0.01], "reg_all": [0.02, 0.05, 0.1]},
-    "SVDpp": {"lr_all": [0.005, 0.007], "reg_all": [0.02, 0.05]},
-    "BaselineOnly": {"method": ["als", "sgd"], "reg": [0.02, 5.0, 10.0]},
+    "SVD": {
+        "n_factors": [100, 200, 400],
+        "lr_all": [0.005, 0.01, 0.02],
+        "reg_all": [0.05, 0.1, 0.2],
+    },
+    "SVDpp": {"lr_all": [0.005, 0.007, 0.01], "reg_all": [0.02, 0.05, 0.1]},
+    "BaselineOnly": {"method": ["als", "sgd"], "reg": [0.02, 5.0, 10.0, 15.0]},
 }
 
 
@@ -144,13 +149,22 @@ def fit_surprise(data: Path, name: str, options: dict, fold: int, seed: int = 0)
 
 
 def methods(quick: bool):
-    """(label, fit function, name, grid points) of every method."""
+    """(label, fit function, name, grid, its points) of every method."""
     for model, grid in OURS.items():
-        found = points(grid)[:2] if quick else points(grid)
-        yield f"ours {model}", fit_ours, model, found
+        yield f"ours {model}", fit_ours, model, grid, points(grid)[: 2 if quick else None]
     for name, grid in SURPRISE.items():
-        found = points(grid)[:2] if quick else points(grid)
-        yield f"Surprise {name}", fit_surprise, name, found
+        yield f"Surprise {name}", fit_surprise, name, grid, points(grid)[: 2 if quick else None]
+
+
+def at_edge(grid: dict, point: dict) -> list[str]:
+    """The numeric axes of ``grid`` whose best value is its first or last."""
+    return [
+        axis
+        for axis, values in grid.items()
+        if len(values) > 2
+        and all(isinstance(v, (int, float)) for v in values)
+        and point[axis] in (values[0], values[-1])
+    ]
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -175,8 +189,8 @@ def main() -> None:
     m100 = prepare(movielens_100k(args.raw), WORK / "ml-100k", folds=args.folds, seed=42)
     small = Path(args.small)
     chosen = {}
-    for label, fit, name, grid in methods(args.quick):
-        tried = [(fit(m100, name, point, 1), point) for point in grid]
+    for label, fit, name, grid, tried_points in methods(args.quick):
+        tried = [(fit(m100, name, point, 1), point) for point in tried_points]
         best, point = min(tried, key=lambda found: found[0]["rmse"])
         chosen[label] = (fit, name, point)
         runs = [best] + [fit(m100, name, point, fold) for fold in range(2, args.folds + 1)]
@@ -185,7 +199,8 @@ def main() -> None:
             "dataset": f"ml-100k {args.folds}-fold",
             "method": label,
             "settings": point,
-            "grid_points": len(grid),
+            "grid_points": len(tried_points),
+            "at_edge": at_edge(grid, point),
             **summarise(runs),
             "date": date,
         }
