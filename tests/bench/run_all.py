@@ -551,8 +551,8 @@ def render_ratings(results: list[dict]) -> list[str]:
         if "rmse" in r:
             out += [
                 "",
-                f"After its one epoch on {r['train_ratings']:,} ratings, `{r['stage']}` has a val "
-                f"RMSE of {r['rmse']:.4f} (the global mean's: {r['global_mean_rmse']:.4f}).",
+                f"`{r['stage']}` on {r['train_ratings']:,} ratings (about 2.5 a user): val "
+                f"RMSE {r['rmse']:.4f}, the global mean's {r['global_mean_rmse']:.4f}.",
             ]
     return out
 
