@@ -69,14 +69,15 @@ def rating_gradients(
     dlogit = ((2 / count) * error * slope)[:, None]
     decay = 2 * l2 / count
     # d logit / d row: the other side's vector, and 1 for the bias
-    dp, dq = (q.clone(), p.clone()) if layout.biased else (q, p)
+    grad_user, grad_item = dlogit * q, dlogit * p
     if layout.biased:
-        dp[:, -1], dq[:, -1] = 1, 1
+        grad_user[:, -1:] = dlogit
+        grad_item[:, -1:] = dlogit
     found = {
-        "user": row_sums(distinct(user), (dlogit * dp).add_(p, alpha=decay)),
-        "item": row_sums(distinct(item), (dlogit * dq).add_(q, alpha=decay)),
+        "user": row_sums(distinct(user), grad_user.add_(p, alpha=decay)),
+        "item": row_sums(distinct(item), grad_item.add_(q, alpha=decay)),
     }
-    return Gradients(found, float(error.square().mean()))
+    return Gradients(found, float(torch.dot(error, error)) / count)
 
 
 class FusedRatingStep(OptimizerState):
