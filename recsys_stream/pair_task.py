@@ -19,7 +19,7 @@ from recsys_stream import evaluate, runs, smoothing
 from recsys_stream.config import TrainConfig
 from recsys_stream.inputs import TrainingData, open_training_data
 from recsys_stream.models import MODELS, SideTables, build_model
-from recsys_stream.runs import Run, TrainState
+from recsys_stream.runs import Run
 from recsys_stream.sampling import NegativeSampler
 from recsys_stream.steps import check_finite, make_step
 from recsys_stream.stream import PairStream
@@ -38,6 +38,7 @@ class PairTask(Task):
         check_model(self.kind, config, MODELS)
         self.config = config
         self.data = data = open_training_data(data_dir)
+        self.directory = data.directory
         check_memory(data.vocab_size, config, f"{data.vocab_size:,} products")
         self.identity = {
             "vocab_sha256": runs.file_sha256(data.vocab),
@@ -68,7 +69,7 @@ class PairTask(Task):
             "auc_seen": None if auc_seen is None else round(auc_seen, 5),
         }
 
-    def finish(self, run: Run, state: TrainState) -> dict:
+    def finish(self, run: Run) -> dict:
         """Smooth the vectors, score the whole validation set and write the final files.
 
         The AUC of the unsmoothed vectors goes to the summary too, to show what

@@ -41,11 +41,15 @@ class RatingVal:
     rating: np.ndarray  # float32
     seen: np.ndarray  # bool: train has a rating of the user and one of the item
 
-    def sample(self, size: int, seed: int) -> RatingVal:
-        """A fixed random subset of ``size`` rows (all of them when fewer)."""
+    def sample_rows(self, size: int, seed: int) -> np.ndarray | slice:
+        """The rows of a fixed random subset of ``size`` rows (all of them when fewer)."""
         if size >= len(self.rating):
-            return self
-        rows = np.sort(np.random.default_rng(seed).choice(len(self.rating), size, replace=False))
+            return slice(None)
+        return np.sort(np.random.default_rng(seed).choice(len(self.rating), size, replace=False))
+
+    def sample(self, size: int, seed: int) -> RatingVal:
+        """The subset :meth:`sample_rows` chooses."""
+        rows = self.sample_rows(size, seed)
         return RatingVal(self.user[rows], self.item[rows], self.rating[rows], self.seen[rows])
 
 

@@ -23,9 +23,9 @@ from pipeline.contracts import ITEMS, stamps
 from pipeline.errors import PipelineError
 from recsys_stream import runs
 from recsys_stream.config import TrainConfig
-from recsys_stream.rating_inputs import RatingVal, open_rating_data
+from recsys_stream.rating_inputs import open_rating_data
 from recsys_stream.rating_models import RATING_MODELS, RatingModel, build_rating_model
-from recsys_stream.runs import Run, TrainState
+from recsys_stream.runs import Run
 from recsys_stream.steps import check_finite, make_rating_step
 from recsys_stream.stream import RatingStream
 from recsys_stream.tasks import Task, check_memory, check_model
@@ -45,6 +45,7 @@ class RatingTask(Task):
         check_model(self.kind, config, RATING_MODELS)
         self.config = config
         self.data = data = open_rating_data(data_dir, config.fold)
+        self.directory = data.directory
         check_memory(
             data.users + data.items, config, f"{data.users:,} users and {data.items:,} items"
         )
@@ -65,21 +66,18 @@ class RatingTask(Task):
             self.model, self.probe.user, self.probe.item, self.data.low, self.data.high
         )
         check_finite(float(predicted.sum()), step, self.config, "predictions")
-        return {name: round(value, 5) for name, value in errors(predicted, self.probe).items()}
+        errors_now = errors(predicted, self.probe.rating)
+        return {name: round(value, 5) for name, value in errors_now.items()}
 
-    def finish(self, run: Run, state: TrainState) -> dict:
+    def finish(self, run: Run) -> dict:
         """Score the whole val set; write model.pt, embeddings.parquet and predictions.csv."""
         data, val, model = self.data, self.data.val, self.model
         predicted = predict(model, val.user, val.item, data.low, data.high)
         seen = val.seen
         mean = np.full(len(val.rating), data.mean, dtype=np.float32)
-        sample = val.sample(PREDICTION_SAMPLE, self.config.seed)
+        shown = val.sample_rows(PREDICTION_SAMPLE, self.config.seed)
         runs.write_columns(
-            run.path(runs.PREDICTIONS),
-            {
-                "rating": sample.rating,
-                "predicted": predict(model, sample.user, sample.item, data.low, data.high),
-            },
+            run.path(runs.PREDICTIONS), {"rating": val.rating[shown], "predicted": predicted[shown]}
         )
         run.save_model(
             model, {"users": data.users, "items": data.items, "low": data.low, "high": data.high}
@@ -92,14 +90,12 @@ class RatingTask(Task):
             run.path(runs.EMBEDDINGS),
             self.identity,
         )
-        overall = errors(predicted, val)
         return {
-            **overall,
-            **{f"{k}_seen": v for k, v in errors(predicted[seen], _rows(val, seen)).items()},
-            **{f"{k}_cold": v for k, v in errors(predicted[~seen], _rows(val, ~seen)).items()},
-            **{f"global_mean_{k}": v for k, v in errors(mean, val).items()},
+            **errors(predicted, val.rating),
+            **{f"{k}_seen": v for k, v in errors(predicted[seen], val.rating[seen]).items()},
+            **{f"{k}_cold": v for k, v in errors(predicted[~seen], val.rating[~seen]).items()},
+            **{f"global_mean_{k}": v for k, v in errors(mean, val.rating).items()},
             **model.facts(),
-            "best_epoch": state.best_epoch or state.epoch,
             "rating_range": [data.low, data.high],
             "train_ratings": data.train_rows,
             "val_rows": len(val.rating),
@@ -110,10 +106,6 @@ class RatingTask(Task):
             "split_id": data.split_id,
             "fold": self.config.fold,
         }
-
-
-def _rows(val: RatingVal, keep: np.ndarray) -> RatingVal:
-    return RatingVal(val.user[keep], val.item[keep], val.rating[keep], val.seen[keep])
 
 
 @torch.no_grad()
@@ -133,11 +125,11 @@ def predict(
     return out
 
 
-def errors(predicted: np.ndarray, val: RatingVal) -> dict[str, float | None]:
-    """RMSE and MAE of ``predicted`` against the val ratings (None for no rows)."""
+def errors(predicted: np.ndarray, rating: np.ndarray) -> dict[str, float | None]:
+    """RMSE and MAE of ``predicted`` against the true ``rating`` (None for no rows)."""
     if not len(predicted):
         return {"rmse": None, "mae": None}
-    error = predicted.astype(np.float64) - val.rating
+    error = predicted.astype(np.float64) - rating
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
 

@@ -29,6 +29,8 @@ class Task:
     """A dataset opened for training, with its model, step and stream built."""
 
     kind: str
+    config: TrainConfig
+    directory: Path  # the dataset's
     model: nn.Module
     step: Step
     stream: IterableDataset
@@ -44,7 +46,7 @@ class Task:
         """The metrics of the model after ``step`` steps, on the fixed validation probe."""
         raise NotImplementedError
 
-    def finish(self, run, state) -> dict:
+    def finish(self, run) -> dict:
         """Write the run's final files but summary.json; return the summary's task entries."""
         raise NotImplementedError
 

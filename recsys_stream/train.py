@@ -89,7 +89,7 @@ def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Ta
 
 def _train(task: Task, name, resume, quiet, threads, started) -> dict:
     config = task.config
-    run = Run(runs.run_dir(task.data.directory, name or task.default_name), config, task.identity)
+    run = Run(runs.run_dir(task.directory, name or task.default_name), config, task.identity)
     state = _starting_state(run, resume, task)
     state.parts += 1
     tuner = ThreadTuner(threads)
@@ -112,7 +112,7 @@ def _train(task: Task, name, resume, quiet, threads, started) -> dict:
     task.step = None  # the optimizer's moments, two thirds of the training memory
     if config.patience and state.best_epoch != state.epoch:
         run.load_best(task.model)
-    summary = {"run": run.name, **task.finish(run, state)}
+    summary = {"run": run.name, **task.finish(run)}
     runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
     summary.update(
         {
@@ -143,13 +143,10 @@ def _watch(task: Task, run: Run, state: TrainState) -> None:
     patience = task.config.patience
     if not patience:
         return
-    score = state.history[-1][task.monitor]
-    better = state.best_score is None or (
-        score is not None
-        and (score > state.best_score) == task.higher_is_better
-        and score != state.best_score
-    )
-    if better:
+    score, best = state.history[-1][task.monitor], state.best_score
+    if best is None or (
+        score is not None and (score > best if task.higher_is_better else score < best)
+    ):
         state.best_score, state.best_epoch = score, state.epoch
         run.save_best(task.model)
     elif state.epoch - state.best_epoch >= patience:
