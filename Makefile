@@ -51,6 +51,15 @@ AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
 MOVIELENS_100K := https://files.grouplens.org/datasets/movielens/ml-100k.zip
 # A ratings dataset trains each rating model under its own name.
 RATING_MODELS := mf mf_bias pmf embedding_net
+# A sequences dataset (split by time) trains these: a run named MODEL-next
+# trains MODEL on the next item (--task next-item).
+SEQUENCE_RUNS := mf_bias embedding_net lstm lstm-next gru-next
+# `make sequences` without RAW=: synthetic ratings with a planted order.
+SEQUENCE_DEMO := --users 6000 --items 3000 --ratings 300000 --sequential
+MAX_LENGTH ?=
+ifneq ($(filter sequences,$(MAKECMDGOALS)),)
+NAME ?= sequences
+endif
 NAME ?= ratings
 TITLES ?=
 
@@ -61,9 +70,10 @@ TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--negatives,$(VAL_NEGATIVES)) \
 	$(call flag,--seed,$(SEED))
 RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
+SEQUENCE_FLAGS = $(call flag,--max-length,$(MAX_LENGTH)) $(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench constraints clean distclean \
-	demo electronics books movielens ratings FORCE
+	demo electronics books movielens ratings sequences FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -72,6 +82,8 @@ help:
 	@echo "make books        meta_Books.json.gz (downloaded, or RAW=path)"
 	@echo "make movielens    MovieLens 100K's u.data (downloaded, or RAW=path [TITLES=u.item])"
 	@echo "make ratings      RAW=any ratings file [NAME=$(NAME)] [TITLES=file]: the rating models"
+	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
+	@echo "                  on each user's ratings in time order (default: synthetic ones)"
 	@echo "make test         lint and the test suite"
 	@echo "make bench        benchmarks; rewrites the README's Performance section"
 	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools"
@@ -179,19 +191,28 @@ $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM) $(SKIPGRAM_SIDE),$(D
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 
-# $(1): dataset name, $(2): raw ratings file, $(3): titles file (or nothing).
+# $(1): dataset name, $(2): raw ratings file, $(3): titles file (or nothing),
+# $(4): "sequences" for a dataset split by time with each user's ratings in
+# time order (pipeline sequences), training SEQUENCE_RUNS (the sequence
+# models' runs also wait for the sequences stage); else RATING_MODELS.
 define RATINGS_DATASET
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/ratings,raw=$(abspath $(2)) titles=$(abspath $(3))))
-$(eval $(call SETTINGS,$(DATA)/$(1)/.make/split-ratings,$(RATING_SPLIT_FLAGS)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/split-ratings,$(if $(4),--by time) $(RATING_SPLIT_FLAGS)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/sequences,$(SEQUENCE_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
 $(DATA)/$(1)/ratings.json: $(2) $(3) $(DATA)/$(1)/.make/ratings
 	$(PYTHON) -m pipeline ratings $(2) --out $(DATA)/$(1) $(call flag,--titles,$(3)) $(quiet)
 $(DATA)/$(1)/split-ratings.json: $(DATA)/$(1)/ratings.json $(DATA)/$(1)/.make/split-ratings
-	$(PYTHON) -m pipeline split-ratings $(DATA)/$(1) $(RATING_SPLIT_FLAGS) $(quiet)
+	$(PYTHON) -m pipeline split-ratings $(DATA)/$(1) $(if $(4),--by time) \
+		$(RATING_SPLIT_FLAGS) $(quiet)
+$(DATA)/$(1)/sequences.json: $(DATA)/$(1)/split-ratings.json $(DATA)/$(1)/.make/sequences
+	$(PYTHON) -m pipeline sequences $(DATA)/$(1) $(SEQUENCE_FLAGS) $(quiet)
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split-ratings.json $(DATA)/$(1)/.make/train
-	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto --model $$* \
+	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto \
+		--model $$(firstword $$(subst -, ,$$*)) $$(if $$(filter %-next,$$*),--task next-item) \
 		$(TRAIN_FLAGS) $(quiet)
-$(DATA)/$(1)/report.md: $(foreach m,$(RATING_MODELS),$(DATA)/$(1)/runs/$(m)/summary.json)
+$(if $(4),$(foreach r,$(filter lstm% gru%,$(SEQUENCE_RUNS)),$(DATA)/$(1)/runs/$(r)/summary.json): $(DATA)/$(1)/sequences.json)
+$(DATA)/$(1)/report.md: $(foreach m,$(if $(4),$(SEQUENCE_RUNS),$(RATING_MODELS)),$(DATA)/$(1)/runs/$(m)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
 endef
 
@@ -207,6 +228,15 @@ $(eval $(call RATINGS_DATASET,movielens,$(MOVIELENS_RAW),$(MOVIELENS_TITLES)))
 # Only under `make ratings` (and its sub-make, told by RATINGS_DATASET_OF): NAME may be anything.
 ifneq ($(filter ratings,$(MAKECMDGOALS))$(RATINGS_DATASET_OF),)
 $(eval $(call RATINGS_DATASET,$(NAME),$(RAW),$(TITLES)))
+endif
+# The same under `make sequences`, whose RAW defaults to synthetic sequences.
+SEQUENCES_RAW := $(if $(RAW),$(RAW),$(DATA)/$(NAME)/raw/synthetic-sequential.csv)
+ifneq ($(filter sequences,$(MAKECMDGOALS))$(SEQUENCES_DATASET_OF),)
+$(eval $(call RATINGS_DATASET,$(NAME),$(SEQUENCES_RAW),$(TITLES),sequences))
+endif
+ifeq ($(RAW),)
+$(DATA)/%/raw/synthetic-sequential.csv:
+	$(PYTHON) -m pipeline synth-ratings $@ $(SEQUENCE_DEMO) $(call flag,--seed,$(SEED)) $(quiet)
 endif
 
 $(DEMO_RAW):
@@ -263,5 +293,12 @@ ratings:
 	holds a space; make cannot take one in a file name" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md RATINGS_DATASET_OF=$(NAME)
+
+sequences:
+	@$(if $(word 2,$(RAW))$(word 2,$(NAME)),echo "error: RAW='$(RAW)' or NAME='$(NAME)' \
+	holds a space; make cannot take one in a file name" >&2; exit 2)
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md SEQUENCES_DATASET_OF=$(NAME) \
+		NAME=$(NAME)
 
 FORCE:

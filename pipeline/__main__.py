@@ -15,6 +15,7 @@ from pipeline import (
     parse,
     rating_formats,
     ratings,
+    sequences,
     split,
     split_ratings,
     synth,
@@ -46,7 +47,14 @@ def _synth(a: argparse.Namespace) -> None:
 
 def _synth_ratings(a: argparse.Namespace) -> None:
     stats = synth_ratings.generate_ratings(
-        a.out, a.users, a.items, a.ratings, fmt=a.format, seed=a.seed, quiet=a.quiet
+        a.out,
+        a.users,
+        a.items,
+        a.ratings,
+        fmt=a.format,
+        seed=a.seed,
+        sequential=a.sequential,
+        quiet=a.quiet,
     )
     cli.summary("synth-ratings", stats, ["users", "items", "ratings", "seconds"])
 
@@ -102,6 +110,12 @@ def _split_ratings(a: argparse.Namespace) -> None:
         cli.summary(f"split-ratings {name}", facts, ["rows", "unseen_users", "unseen_items"])
 
 
+def _sequences(a: argparse.Namespace) -> None:
+    stats = sequences.sequences(a.dir, max_length=a.max_length, seed=a.seed, quiet=a.quiet)
+    for name, facts in stats["files"].items():
+        cli.summary(f"sequences {name}", facts, ["rows", "positions", "targets"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every stage."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
@@ -138,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed", type=int, default=synth_ratings.DEFAULT_SEED, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="plant an order in each user's history that sequence models can learn",
     )
     p.set_defaults(main=_synth_ratings)
 
@@ -253,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=split_ratings.DEFAULT_SEED, help="(default: %(default)s)"
     )
     p.set_defaults(main=_split_ratings)
+
+    p = commands.add_parser(
+        "sequences", parents=[quiet], help="each user's ratings in time order, for sequence models"
+    )
+    p.add_argument("dir", help="dataset directory split by `split-ratings --by time`")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=sequences.DEFAULT_MAX_LENGTH,
+        help="ratings a training run holds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=sequences.DEFAULT_SEED, help="(default: %(default)s)"
+    )
+    p.set_defaults(main=_sequences)
     return parser
 
 

@@ -48,6 +48,12 @@ USERS = "users.parquet"
 ITEMS = "items.parquet"
 RATINGS_STATS = "ratings.json"
 SPLIT_RATINGS_STATS = "split-ratings.json"  # beside its train and val files (split_ratings.py)
+# Each user's ratings in time order (pipeline sequences).
+SEQUENCES_TRAIN = "sequences-train.parquet"
+SEQUENCES_VAL = "sequences-val.parquet"
+NEXT_TRAIN = "next-train.parquet"
+NEXT_EVAL = "next-eval.parquet"
+SEQUENCES_STATS = "sequences.json"
 
 # The stage that writes each file, and the command that runs it.
 PRODUCERS = {
@@ -60,6 +66,10 @@ PRODUCERS = {
     RATINGS: ("ratings", "python -m pipeline ratings"),
     USERS: ("ratings", "python -m pipeline ratings"),
     ITEMS: ("ratings", "python -m pipeline ratings"),
+    SEQUENCES_TRAIN: ("sequences", "python -m pipeline sequences"),
+    SEQUENCES_VAL: ("sequences", "python -m pipeline sequences"),
+    NEXT_TRAIN: ("sequences", "python -m pipeline sequences"),
+    NEXT_EVAL: ("sequences", "python -m pipeline sequences"),
     EMBEDDINGS: ("train", "python -m recsys_stream train"),
 }
 
@@ -131,6 +141,26 @@ RATINGS_SCHEMA = pa.schema(
 # of that user and of that item.
 RATING_VAL_SCHEMA = pa.schema(
     [*RATINGS_SCHEMA, ("user_seen", pa.bool_()), ("item_seen", pa.bool_())]
+)
+
+# Runs of one user's ratings in time order (pipeline sequences), a row a run.
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        ("user", pa.int32()),
+        ("items", pa.list_(pa.int32())),
+        ("ratings", pa.list_(pa.float32())),
+        ("timestamps", pa.list_(pa.int64())),
+    ]
+)
+
+# A run whose last ``targets`` ratings are val ratings to predict, after the
+# ratings before them.
+SEQUENCE_VAL_SCHEMA = pa.schema([*SEQUENCES_SCHEMA, ("targets", pa.int32())])
+
+# Leave-one-out: a user's items up to and including the val target (the
+# second last), and the test target (the last).
+NEXT_EVAL_SCHEMA = pa.schema(
+    [("user", pa.int32()), ("items", pa.list_(pa.int32())), ("target", pa.int32())]
 )
 
 # Users or items in id order: a row's position is its id.
@@ -229,7 +259,8 @@ def check_lineage(key: str, first: Path, second: Path, second_key: str | None = 
         for path, name in ((first, key), (second, second_key or key))
     ]
     if None in ids or ids[0] != ids[1]:
-        order = [*PRODUCERS, "split-ratings"]
+        order = [*PRODUCERS]  # in stage order; split-ratings' files come after ITEMS
+        order.insert(order.index(ITEMS) + 1, "split-ratings")
         later = max(
             (first, second),
             key=lambda p: order.index(p.name if p.name in PRODUCERS else "split-ratings"),

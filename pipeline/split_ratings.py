@@ -108,7 +108,11 @@ def split_ratings(
             part = _latest(source, val_prop, sizes[0], work)
         counts = _counts(source, part, parts, sizes)
         buckets = _shuffled_buckets(source, part, work, seed)
-        facts = {"ratings_id": ratings_id, "split_id": split_id}
+        facts = {
+            "ratings_id": ratings_id,
+            "split_id": split_id,
+            "split_by": "folds" if folds else by,
+        }
         stats = _write(data_dir, names, buckets, seed, counts, folds, facts, quiet)
     stats.update(
         {

@@ -12,6 +12,13 @@ For tests, the demo and benchmarks at Amazon scale (Books 2018: about 8M users,
   items are rated by many (as in every real ratings file).
 - A user rates distinct items, at increasing timestamps from a start of
   their own.
+- ``sequential``: a user's history has a planted order that only its past
+  reveals (for sequence models). The items stand on a ring; each user walks
+  it with a stride of their own (1 to ``STRIDES``), so the next item follows
+  from the last one and the user's stride, which the earlier steps show; a
+  share ``JUMP`` of the ratings are popularity draws off the walk. And a
+  user's mood, drawn anew every ``MOOD_SPAN`` ratings, shifts their ratings:
+  the last few ratings foretell the next, which no per-user bias can.
 
 Users are made a chunk at a time (their factors from a generator seeded by
 the seed and the chunk), items once; lines are written a chunk at a time, so
@@ -45,6 +52,10 @@ ACTIVITY_TAIL = 1.5  # Pareto index of user activity and item popularity
 START = 1_300_000_000  # unix seconds: 2011
 SPAN = 200_000_000  # seconds over which users start rating
 USER_CHUNK = 100_000
+STRIDES = 6  # sequential: a user's stride along the ring of items, 1..STRIDES
+JUMP = 0.2  # sequential: share of ratings drawn by popularity instead
+MOOD_SPAN = 10  # sequential: ratings a mood lasts
+MOOD = 0.8  # sequential: std of a mood's shift of the ratings
 
 
 def generate_ratings(
@@ -54,6 +65,7 @@ def generate_ratings(
     ratings: int,
     fmt: str = DEFAULT_FORMAT,
     seed: int = DEFAULT_SEED,
+    sequential: bool = False,
     quiet: bool = False,
 ) -> dict:
     """Write about ``ratings`` ratings of ``users`` users on ``items`` items to ``out``
@@ -86,7 +98,7 @@ def generate_ratings(
         for first in range(0, users, USER_CHUNK):
             chunk_rng = np.random.default_rng([seed, 1, first // USER_CHUNK])
             count = wanted[first : first + USER_CHUNK]
-            frame = _chunk(chunk_rng, first, count, cumulative, item_factors, item_bias)
+            frame = _chunk(chunk_rng, first, count, cumulative, item_factors, item_bias, sequential)
             file.write(_render(frame, fmt))
             written += frame.height
             bar.update(len(count))
@@ -97,14 +109,21 @@ def generate_ratings(
         "items": items,
         "ratings": written,
         "seed": seed,
+        "sequential": sequential,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
-def _chunk(rng, first, count, cumulative, item_factors, item_bias) -> pl.DataFrame:
+def _chunk(
+    rng, first, count, cumulative, item_factors, item_bias, sequential=False
+) -> pl.DataFrame:
     """The ratings of users first..first+len(count)-1: distinct items a user, in time order."""
     user = np.repeat(np.arange(first, first + len(count)), count)
     item = np.minimum(np.searchsorted(cumulative, rng.random(len(user))), len(cumulative) - 1)
+    if sequential:
+        item = np.where(
+            rng.random(len(user)) < JUMP, item, _walks(rng, user - first, count, len(cumulative))
+        )
     distinct = np.unique(user.astype(np.int64) * len(cumulative) + item, return_index=True)[1]
     user, item = user[np.sort(distinct)], item[np.sort(distinct)]  # a repeated draw is dropped
     factors = rng.normal(0, 1 / np.sqrt(DIM), (len(count), DIM)).astype(np.float32)
@@ -113,6 +132,11 @@ def _chunk(rng, first, count, cumulative, item_factors, item_bias) -> pl.DataFra
     score = MEAN + bias[local] + item_bias[item]
     score += np.einsum("ij,ij->i", factors[local], item_factors[item]) * 2
     score += rng.normal(0, NOISE, len(user))
+    if sequential:  # a mood a user's MOOD_SPAN ratings at a time
+        rank = np.arange(len(user)) - np.searchsorted(user, user, side="left")
+        spans = -(-np.bincount(local, minlength=len(count)) // MOOD_SPAN)
+        first_span = np.cumsum(spans) - spans
+        score += rng.normal(0, MOOD, spans.sum())[first_span[local] + rank // MOOD_SPAN]
     stars = np.clip(np.round(score), 1, 5).astype(np.int8)
     start = START + rng.integers(0, SPAN, len(count))
     step = rng.integers(60, 30 * 86_400, len(user))
@@ -121,6 +145,18 @@ def _chunk(rng, first, count, cumulative, item_factors, item_bias) -> pl.DataFra
     before = np.concatenate([[0], running])[np.searchsorted(user, user, side="left")]
     stamp = start[local] + running - before
     return pl.DataFrame({"user": user, "item": item, "rating": stars, "timestamp": stamp})
+
+
+def _walks(rng, local: np.ndarray, count: np.ndarray, items: int) -> np.ndarray:
+    """Each rating's item on its user's walk around the ring of ``items``: a start of
+    their own, then steps of their stride, now and then one more or one less
+    (``local``: each rating's user in the chunk, grouped)."""
+    stride = rng.integers(1, STRIDES + 1, len(count))
+    start = rng.integers(0, items, len(count))
+    step = stride[local] + rng.choice([-1, 0, 0, 0, 1], len(local))
+    running = np.cumsum(step)
+    before = np.concatenate([[0], running])[np.searchsorted(local, local, side="left")]
+    return (start[local] + running - before) % items
 
 
 def _render(frame: pl.DataFrame, fmt: str) -> bytes:

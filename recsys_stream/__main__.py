@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pipeline import cli
 from pipeline.errors import PipelineError
-from recsys_stream.config import RATING_DEFAULTS, TrainConfig
+from recsys_stream.config import KIND_DEFAULTS, TrainConfig
 from recsys_stream.models import MODELS
 from recsys_stream.rating_models import RATING_MODELS
+from recsys_stream.sequence_models import SEQUENCE_MODELS
 from recsys_stream.similar import DEFAULT_K
 
 
@@ -28,11 +29,14 @@ def _train(a: argparse.Namespace) -> None:
     summary = train(
         a.dir, name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads, options=given
     )
-    shown = (
-        ["rmse", "mae", "global_mean_rmse", "sigma", "best_epoch", "samples_per_s", "seconds"]
-        if "rmse" in summary
-        else ["auc_all", "auc_seen", "pr_auc", "popularity_auc", "samples_per_s", "seconds"]
-    )
+    if "rmse" in summary:
+        shown = ["rmse", "mae", "global_mean_rmse", "sigma", "best_epoch"]
+    elif "test_hr10" in summary:
+        shown = ["test_hr10", "test_ndcg10", "popularity_test_hr10", "cooccurrence_test_hr10"]
+        shown.append("best_epoch")
+    else:
+        shown = ["auc_all", "auc_seen", "pr_auc", "popularity_auc"]
+    shown += ["samples_per_s", "seconds"]
     cli.summary(
         f"train {summary['run']}",
         {k: v if not isinstance(v, float) else round(v, 4) for k, v in summary.items()},
@@ -89,7 +93,7 @@ def _recommend(a: argparse.Namespace) -> None:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         return
     print(f"user {result.user}: {result.rated} rated items left out")
-    print(f"{'rank':>4}  {'item':<12} {'rating':>6}  title")
+    print(f"{'rank':>4}  {'item':<12} {result.score:>6}  title")
     for rank, item in enumerate(result.items, 1):
         print(f"{rank:>4}  {item.key:<12} {item.predicted:>6.2f}  {_short(item.title)}")
 
@@ -120,10 +124,11 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         choices = f.metadata.get("choices")
         if f.name == "model":
-            choices = list(dict.fromkeys([*MODELS, *RATING_MODELS]))
+            choices = list(dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS]))
         default = f"default: {f.default}"
-        if f.name in RATING_DEFAULTS:
-            default += f"; ratings: {RATING_DEFAULTS[f.name]}"
+        for kind in ("ratings", "sequences", "next-item"):
+            if f.name in KIND_DEFAULTS[kind]:
+                default += f"; {kind}: {KIND_DEFAULTS[kind][f.name]}"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=type(f.default),
@@ -161,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="torch threads for the step; 0 chooses one or all by measured speed, so a busy "
-        "machine does not stall it (default: 0); results do not depend on it",
+        "machine does not stall it, and results do not depend on it (default: 0); lstm and "
+        "gru: 0 is one thread, as their last bits depend on the count",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(main=_train)

@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features
 from recsys_stream.models import MODELS
 from recsys_stream.rating_models import RATING_MODELS, hidden_sizes
+from recsys_stream.sequence_models import SEQUENCE_MODELS, TASKS
 
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts", "cosine-cyclic")
@@ -37,8 +38,15 @@ class TrainConfig:
 
     model: str = option(
         "mf_bias",
-        "model to train: on pairs (recsys_stream/models.py) or on ratings "
-        "(recsys_stream/rating_models.py)",
+        "model to train: on pairs (recsys_stream/models.py), on ratings "
+        "(recsys_stream/rating_models.py) or on each user's ratings in time order "
+        "(recsys_stream/sequence_models.py)",
+    )
+    task: str = option(
+        "rating",
+        "lstm and gru: predict each next rating, or the next item (leave-one-out, ranked "
+        "against every item)",
+        choices=TASKS,
     )
     labels: str = option(
         "continuous",
@@ -48,7 +56,12 @@ class TrainConfig:
     )
     epochs: int = option(5, "passes over train.parquet", low=1)
     dim: int = option(32, "embedding size", low=1)
-    negatives: int = option(5, "negatives sampled per positive pair", low=0)
+    negatives: int = option(
+        5,
+        "negatives sampled per positive pair; next item: 0 for a softmax over all items, N for "
+        "a sampled softmax against N items drawn once a batch",
+        low=0,
+    )
     shared_negatives: int = option(
         0,
         "0: each pair gets its own k negatives; N > 0: N negatives drawn once a batch are shared "
@@ -107,12 +120,22 @@ class TrainConfig:
         "ratings: train on fold K of `pipeline split-ratings --folds` (0: the plain split)",
         low=0,
     )
-    hidden: str = option("100", 'embedding_net: hidden layer sizes, comma-separated ("" for none)')
+    hidden: str = option(
+        "100",
+        'embedding_net: hidden layer sizes, comma-separated ("" for none); lstm and gru: the '
+        "size of the state",
+    )
     dropout: float = option(
-        0.25, "embedding_net: dropout after each hidden layer", low=0, high=0.99
+        0.25,
+        "embedding_net: dropout after each hidden layer; lstm and gru: on the state",
+        low=0,
+        high=0.99,
     )
     embedding_dropout: float = option(
-        0.02, "embedding_net: dropout on the joined embeddings", low=0, high=0.99
+        0.02,
+        "embedding_net: dropout on the joined embeddings; lstm and gru: on the item embeddings",
+        low=0,
+        high=0.99,
     )
     prior_std: float = option(3.0, "pmf: std of the Gaussian prior on the vectors", above=0)
     sigma_prior: float = option(
@@ -135,9 +158,13 @@ class TrainConfig:
     seed: int = option(42, "seed of initialisation, shuffling and sampling", low=0)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS and self.model not in RATING_MODELS:
-            names = ", ".join(dict.fromkeys([*MODELS, *RATING_MODELS]))
-            raise PipelineError(f"--model must be one of {names}, got {self.model!r}")
+        names = dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS])
+        if self.model not in names:
+            raise PipelineError(f"--model must be one of {', '.join(names)}, got {self.model!r}")
+        if self.task != "rating" and self.model not in SEQUENCE_MODELS:
+            raise PipelineError(
+                f"--task {self.task} trains {' or '.join(SEQUENCE_MODELS)}, not {self.model}"
+            )
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         parse_features(self.side_info)
@@ -147,11 +174,13 @@ class TrainConfig:
             sizes = [0]
         if any(size < 1 for size in sizes):
             raise PipelineError(f"--hidden must be sizes like 100,50, got {self.hidden!r}")
+        if self.model in SEQUENCE_MODELS and len(sizes) != 1:
+            raise PipelineError(f"--hidden must be one size for {self.model}, got {self.hidden!r}")
 
     @classmethod
     def defaults(cls, kind: str, **values) -> TrainConfig:
-        """A ``kind`` of dataset's config ("pairs", "ratings"): its defaults, then ``values``."""
-        return cls(**{**(RATING_DEFAULTS if kind == "ratings" else {}), **values})
+        """A ``kind`` of task's config (one of ``KIND_DEFAULTS``): its defaults, then ``values``."""
+        return cls(**{**KIND_DEFAULTS[kind], **values})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -192,4 +221,40 @@ RATING_DEFAULTS = {
     "lr": 0.005,
     "l2": 0.1,
     "schedule": "cosine",
+}
+
+# Sequence models (lstm, gru) on each user's ratings in time order, from
+# grids on MovieLens 100K's time split (tests/bench/bench_sequences.py; README,
+# Performance): on the next rating lr 0.001, no dropout on the states and 0.2
+# on the item vectors (val RMSE 0.941 for lstm, 0.940 for gru); on the next
+# item lr 0.02, dropout 0.4 and 0.2 (val NDCG@10 0.124 and 0.127), both
+# cells choosing the same point. A step is a batch of runs of up to
+# --max-length ratings; 20 epochs, as longer overfit there.
+SEQUENCE_DEFAULTS = {
+    "epochs": 20,
+    "batch_size": 64,
+    "dim": 32,
+    "hidden": "64",
+    "lr": 0.001,
+    "l2": 0.0,
+    "init_std": 0.1,
+    "dropout": 0.0,
+    "embedding_dropout": 0.2,
+    "schedule": "cosine",
+    "eval_sample": 5_000,
+}
+NEXT_ITEM_DEFAULTS = {
+    **SEQUENCE_DEFAULTS,
+    "task": "next-item",
+    "negatives": 0,
+    "lr": 0.02,
+    "dropout": 0.4,
+}
+
+# The defaults of each kind of task (tasks.task_kind), over the fields'.
+KIND_DEFAULTS = {
+    "pairs": {},
+    "ratings": RATING_DEFAULTS,
+    "sequences": SEQUENCE_DEFAULTS,
+    "next-item": NEXT_ITEM_DEFAULTS,
 }

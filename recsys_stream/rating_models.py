@@ -5,8 +5,9 @@ The protocol (:class:`RatingModel`) mirrors the pair models': a model is an
 run's :class:`~recsys_stream.config.TrainConfig`; ``forward(user, item)`` is
 the predicted rating on the original scale; ``tables()`` names its sparse
 embedding tables (the lazy Adam updates only the rows a batch touches) and
-``dense()`` the rest; ``terms(user, item, rating)`` is the objective as the
-mean data loss and the penalty. Adding a model is a class and ``@register``:
+``dense()`` the rest; ``terms(batch)`` is the objective on a
+:class:`~recsys_stream.stream.RatingBatch` as the mean data loss and the
+penalty. Adding a model is a class and ``@register``:
 the trainer, the CLI, ``recommend`` and the contract tests
 (tests/test_rating_models.py) find it in :data:`RATING_MODELS`.
 
@@ -88,8 +89,9 @@ class RatingModel(nn.Module):
         low, high = self.low - Y_RANGE_MARGIN, self.high + Y_RANGE_MARGIN
         return torch.sigmoid(logit) * (high - low) + low
 
-    def terms(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor):
+    def terms(self, batch):
         """(mean squared error, L2 penalty on the touched rows) of a batch."""
+        user, item, rating = batch.user, batch.item, batch.rating
         data = (self(user, item) - rating).square().mean()
         if not self.l2:
             return data, torch.zeros(())
@@ -178,13 +180,14 @@ class PMF(RatingModel):
         unit = torch.sigmoid((self.user(user) * self.item(item)).sum(-1))
         return unit * (self.high - self.low) + self.low
 
-    def terms(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor):
+    def terms(self, batch):
         """The negative log posterior per rating, up to constants, on ratings scaled to [0, 1].
 
         The data term is the Gaussian likelihood with the learned sigma; the
         priors on the touched vectors and sigma's HalfNormal prior (spread
         over the batch) are the penalty.
         """
+        user, item, rating = batch.user, batch.item, batch.rating
         error = (self(user, item) - rating) / (self.high - self.low)
         sigma = self.log_sigma.exp()
         data = (error.square() / (2 * sigma**2) + self.log_sigma).mean()

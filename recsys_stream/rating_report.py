@@ -8,7 +8,9 @@ each with a line saying what to look for: learning curves (val RMSE against
 epoch), the predicted ratings against the true ones (from each run's
 predictions.csv), and a PCA of the best run's item vectors, with the titles
 at both ends of its first two components (the EmbeddingNet article's way
-of reading what the model learned).
+of reading what the model learned). Next-item runs of sequence models get a
+section of their own: HR@10 and NDCG@10 beside popularity and
+co-occurrence, and their learning curves.
 """
 
 from __future__ import annotations
@@ -26,16 +28,34 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from pipeline.contracts import EMBEDDINGS, ITEMS, RATINGS_STATS, SPLIT_RATINGS_STATS
+from pipeline.contracts import (
+    EMBEDDINGS,
+    ITEMS,
+    RATINGS_STATS,
+    SEQUENCES_STATS,
+    SPLIT_RATINGS_STATS,
+)
 from recsys_stream.config import TrainConfig
 from recsys_stream.report import save, stage_table
+from recsys_stream.sequence_models import SEQUENCE_MODELS
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
 ENDS = 5  # titles named at each end of a component
 
 
-def rating_report(data_dir: Path, variants: dict[str, dict], figures: Path) -> list[str]:
+def rating_report(data_dir: Path, runs: dict[str, dict], figures: Path) -> list[str]:
     """The report's lines; its figures are written to ``figures``."""
+    next_item = {name: run for name, run in runs.items() if "test_hr10" in run["summary"]}
+    variants = {name: run for name, run in runs.items() if name not in next_item}
+    lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
+    if variants:
+        lines += _rating_sections(data_dir, variants, figures)
+    if next_item:
+        lines += _next_item_sections(next_item, figures)
+    return lines
+
+
+def _rating_sections(data_dir: Path, variants: dict[str, dict], figures: Path) -> list[str]:
     best = min(variants, key=lambda name: variants[name]["summary"]["rmse"])
     pca_figure, components = item_pca(data_dir, best)
     sections = [
@@ -65,8 +85,7 @@ def rating_report(data_dir: Path, variants: dict[str, dict], figures: Path) -> l
             "separates (below).",
         ),
     ]
-    lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
-    lines += ["", "## Models", "", *_model_table(variants)]
+    lines = ["", "## Models", "", *_model_table(variants)]
     lines += ["", "## Settings", "", *_settings(variants)]
     for title, figure, name, caption in sections:
         save(figure, figures / name)
@@ -106,6 +125,12 @@ def _stage_table(data_dir: Path) -> list[str]:
         ),
         ("split-ratings", f"{how}: {files}", split),
     ]
+    runs = _stats(data_dir / SEQUENCES_STATS)
+    if runs:
+        files = ", ".join(
+            f"{name}: {v['rows']:,} rows" for name, v in runs.get("files", {}).items()
+        )
+        rows.append(("sequences", f"runs of at most {runs['max_length']}: {files}", runs))
     return stage_table(rows)
 
 
@@ -127,10 +152,10 @@ def _model_table(variants: dict[str, dict]) -> list[str]:
 
 
 def _settings(variants: dict[str, dict]) -> list[str]:
-    defaults = TrainConfig.defaults("ratings").to_dict()
-    lines = ["| run | settings that differ from the ratings defaults |", "|---|---|"]
+    lines = ["| run | settings that differ from the defaults of its kind |", "|---|---|"]
     for name, run in variants.items():
         config = run["summary"]["config"]
+        defaults = TrainConfig.defaults(_kind(config), **{"model": config["model"]}).to_dict()
         changed = [
             f"{k.replace('_', '-')} {v}"
             for k, v in config.items()
@@ -138,6 +163,65 @@ def _settings(variants: dict[str, dict]) -> list[str]:
         ]
         lines.append(f"| {name} | {', '.join(changed) or '(defaults)'} |")
     return lines
+
+
+def _kind(config: dict) -> str:
+    """The kind of task whose defaults a run's config started from."""
+    if config["model"] not in SEQUENCE_MODELS:
+        return "ratings"
+    return "next-item" if config["task"] == "next-item" else "sequences"
+
+
+def _next_item_sections(runs: dict[str, dict], figures: Path) -> list[str]:
+    """The next-item table (each run and the baselines of the first) and curves."""
+    columns = ("test_hr10", "test_ndcg10", "val_hr10", "val_ndcg10")
+    table = [
+        "| run | HR@10 | NDCG@10 | val HR@10 | val NDCG@10 | best epoch / epochs | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, run in runs.items():
+        s = run["summary"]
+        cells = " | ".join(f"{s[c]:.4f}" for c in columns)
+        table.append(f"| {name} | {cells} | {s['best_epoch']} / {s['epochs']} | {s['seconds']} |")
+    first = next(iter(runs.values()))["summary"]
+    for baseline in ("popularity", "cooccurrence"):
+        cells = " | ".join(f"{first[f'{baseline}_{c}']:.4f}" for c in columns)
+        table.append(f"| {baseline} (baseline) | {cells} | – | – |")
+    figure = "next_item_curves.png"
+    save(next_item_curves(runs), figures / figure)
+    return [
+        "",
+        "## Next item",
+        "",
+        f"Leave-one-out over {first['eval_users']:,} users: each user's last item is the test "
+        "target (HR@10, NDCG@10), the one before it the val target; each target ranked against "
+        "every item, the user's earlier items left out. The baselines count the same train "
+        "histories.",
+        "",
+        *table,
+        "",
+        f"![Next-item learning curves](figures/{figure})",
+        "",
+        "Val NDCG@10 against epoch, with the baselines. Look for the curve to clear both lines; "
+        "one that falls after its peak overfits (--patience keeps the peak).",
+        "",
+        *_settings(runs),
+    ]
+
+
+def next_item_curves(runs: dict[str, dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, run in runs.items():
+        points = run["metrics"]
+        steps = [p["step"] for p in points]
+        per_epoch = max(steps) / max(max(p["epoch"] for p in points), 1)
+        ax.plot([s / per_epoch for s in steps], [p["ndcg10"] for p in points], label=name)
+    first = next(iter(runs.values()))["summary"]
+    for baseline, style in (("popularity", ":"), ("cooccurrence", "--")):
+        ax.axhline(first[f"{baseline}_val_ndcg10"], color="grey", linestyle=style, label=baseline)
+    ax.set(xlabel="epoch", ylabel="val NDCG@10", title="Next item: validation NDCG@10")
+    ax.legend(fontsize=8)
+    return fig
 
 
 def learning_curves(variants: dict[str, dict]) -> Figure:

@@ -26,6 +26,7 @@ from recsys_stream.config import TrainConfig
 from recsys_stream.rating_inputs import open_rating_data
 from recsys_stream.rating_models import RATING_MODELS, RatingModel, build_rating_model
 from recsys_stream.runs import Run
+from recsys_stream.sequence_models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
 from recsys_stream.steps import check_finite, make_rating_step
 from recsys_stream.stream import RatingStream
 from recsys_stream.tasks import Task, check_memory, check_model
@@ -139,8 +140,11 @@ def is_ratings_run(run: str | os.PathLike) -> bool:
     return path.is_file() and "ratings_id" in runs.load_torch(path)
 
 
-def load_rating_model(run: str | os.PathLike) -> tuple[RatingModel, TrainConfig, dict]:
-    """The trained model of a ratings run, its config and the saved metadata.
+def load_rating_model(
+    run: str | os.PathLike,
+) -> tuple[RatingModel | SequenceModel, TrainConfig, dict]:
+    """The trained model of a ratings run (a rating or a sequence model), its config and
+    the saved metadata.
 
     Refuses a model whose ratings_id differs from the dataset's items.parquet:
     ids would point at other users and items.
@@ -159,9 +163,12 @@ def load_rating_model(run: str | os.PathLike) -> tuple[RatingModel, TrainConfig,
     ):
         raise PipelineError(f"{path}: trained on other ratings than {items}; retrain")
     config = TrainConfig.from_dict(saved["config"])
-    model = build_rating_model(
-        config.model, saved["users"], saved["items"], saved["low"], saved["high"], config, load=True
-    )
+    if config.model in SEQUENCE_MODELS:
+        shape = (saved["items"], saved["low"], saved["high"], saved["mean"])
+        model = build_sequence_model(config.model, *shape, config, load=True)
+    else:
+        shape = (saved["users"], saved["items"], saved["low"], saved["high"])
+        model = build_rating_model(config.model, *shape, config, load=True)
     try:
         model.load_state_dict(saved["state_dict"], assign=True)
     except RuntimeError:

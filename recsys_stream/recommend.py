@@ -3,7 +3,10 @@
 Exact top-k over every item: the run's model predicts the user's rating of
 each item (in chunks of bounded memory), the items the user rated anywhere
 in ``ratings.parquet`` (train and val alike) are left out, and the best k
-come back with their keys, titles and predicted ratings. The user is named
+come back with their keys, titles and predicted ratings. A next-item run of
+a sequence model (``--task next-item``) instead scores every item as the
+one to follow the user's latest items (its last ``max_length`` ratings in
+time order), and the score it gives is the softmax's logit. The user is named
 by the raw file's key (MovieLens' userId, Amazon's reviewerID), found by a
 scan of users.parquet; their ratings by a scan of ratings.parquet, a row
 group at a time, so memory does not grow with the file.
@@ -25,6 +28,8 @@ from pipeline.contracts import ITEMS, RATINGS, USERS
 from pipeline.errors import PipelineError
 from recsys_stream.rating_task import load_rating_model, predict
 from recsys_stream.runs import dataset_of
+from recsys_stream.sequence_models import SEQUENCE_MODELS
+from recsys_stream.sequence_task import next_scores
 
 DEFAULT_K = 10
 ITEMS_PER_CHUNK = 1 << 20
@@ -34,7 +39,7 @@ ITEMS_PER_CHUNK = 1 << 20
 class Recommendation:
     key: str  # the item's key in the raw file
     title: str | None
-    predicted: float  # the predicted rating, clipped to the train ratings' range
+    predicted: float  # the predicted rating, clipped to the train ratings' range (next item: logit)
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Recommendations:
     user: str
     rated: int  # items the user rated, all left out
     items: list[Recommendation] = field(default_factory=list)
+    score: str = "rating"  # what ``predicted`` holds: "rating", or "logit" for the next item
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,17 +57,23 @@ def recommend(run: str | os.PathLike, user: str, k: int = DEFAULT_K) -> Recommen
     """The ``k`` items ``user`` has not rated with the highest predicted ratings, best first."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PipelineError(f"-k must be at least 1, got {k!r}")
-    model, _, saved = load_rating_model(run)
+    model, config, saved = load_rating_model(run)
     data = dataset_of(Path(run))
     user_id = _user_id(data / USERS, user)
-    rated = _rated_items(data / RATINGS, user_id)
-    scores = np.empty(saved["items"], dtype=np.float32)
-    for start in range(0, len(scores), ITEMS_PER_CHUNK):
-        items = np.arange(start, min(start + ITEMS_PER_CHUNK, len(scores)))
-        users = np.full(len(items), user_id)
-        scores[start : start + len(items)] = predict(
-            model, users, items, saved["low"], saved["high"]
-        )
+    history = _history(data / RATINGS, user_id)
+    rated = np.unique(history)
+    if config.model in SEQUENCE_MODELS:
+        if config.task != "next-item":
+            raise PipelineError(
+                f"{run}: {config.model} trained to rate the items of a history in order; "
+                "recommend ranks with a rating model or a --task next-item run"
+            )
+        recent = history[-saved["max_length"] :]
+        scores = next_scores(model, recent[None, :], np.array([len(recent)]))[0]
+        score = "logit"
+    else:
+        score = "rating"
+        scores = _predicted(model, user_id, saved)
     scores[rated] = -np.inf
     k = min(k, len(scores) - len(rated))
     top = torch.topk(torch.from_numpy(scores), k).indices.numpy() if k > 0 else np.empty(0, int)
@@ -72,7 +84,19 @@ def recommend(run: str | os.PathLike, user: str, k: int = DEFAULT_K) -> Recommen
         Recommendation(key, title, round(float(scores[item]), 4))
         for key, title, item in zip(keys, titles, top)
     ]
-    return Recommendations(user, len(rated), found)
+    return Recommendations(user, len(rated), found, score)
+
+
+def _predicted(model, user_id: int, saved: dict) -> np.ndarray:
+    """A rating model's predicted rating of every item by the user."""
+    scores = np.empty(saved["items"], dtype=np.float32)
+    for start in range(0, len(scores), ITEMS_PER_CHUNK):
+        items = np.arange(start, min(start + ITEMS_PER_CHUNK, len(scores)))
+        users = np.full(len(items), user_id)
+        scores[start : start + len(items)] = predict(
+            model, users, items, saved["low"], saved["high"]
+        )
+    return scores
 
 
 def _user_id(path: Path, key: str) -> int:
@@ -88,8 +112,9 @@ def _user_id(path: Path, key: str) -> int:
     raise PipelineError(f"unknown user {key!r}: not in {path}")
 
 
-def _rated_items(path: Path, user: int) -> np.ndarray:
-    """Every item ``user`` rated in ratings.parquet, read a row group at a time."""
+def _history(path: Path, user: int) -> np.ndarray:
+    """The items ``user`` rated in ratings.parquet, in time order (then by item), read a
+    row group at a time."""
     ratings = pq.ParquetFile(path)
     found = []
     for group in range(ratings.num_row_groups):
@@ -97,7 +122,10 @@ def _rated_items(path: Path, user: int) -> np.ndarray:
         known = statistics is not None and statistics.has_min_max
         if known and not statistics.min <= user <= statistics.max:
             continue
-        table = ratings.read_row_group(group, columns=["user", "item"])
-        mine = pc.equal(table.column("user"), user)
-        found.append(table.column("item").filter(mine).to_numpy())
-    return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        table = ratings.read_row_group(group, columns=["user", "item", "timestamp"])
+        found.append(table.filter(pc.equal(table.column("user"), user)).drop_columns("user"))
+    if not found:
+        return np.empty(0, np.int64)
+    mine = pa.concat_tables(found)
+    item, stamp = mine.column("item").to_numpy(), mine.column("timestamp").to_numpy()
+    return item[np.lexsort((item, stamp))].astype(np.int64)

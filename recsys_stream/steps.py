@@ -36,7 +36,7 @@ from recsys_stream.fused import (
 from recsys_stream.fused_ratings import FusedRatingStep
 from recsys_stream.losses import LOSSES, Loss, objective_terms
 from recsys_stream.models import PairModel
-from recsys_stream.stream import Batch, RatingBatch
+from recsys_stream.stream import Batch, RatingBatch, SequenceBatch
 
 
 class Step:
@@ -148,7 +148,8 @@ class AutogradStep(OptimizerState, Step):
 
 
 class RatingStep(OptimizerState):
-    """A rating model's step: ``backward()`` through its ``terms``, the same optimizers."""
+    """A rating or sequence model's step: ``backward()`` through its ``terms(batch)``,
+    the same optimizers."""
 
     kind = "autograd"
 
@@ -156,10 +157,10 @@ class RatingStep(OptimizerState):
         self.model = model
         self.optimizer = SparseDenseAdam(model.tables(), model.dense())
 
-    def __call__(self, batch: RatingBatch, lr: float) -> float:
+    def __call__(self, batch: RatingBatch | SequenceBatch, lr: float) -> float:
         """Update the model from ``batch`` at ``lr``; the batch's mean data loss."""
         self.model.zero_grad(set_to_none=True)
-        data, penalty = self.model.terms(batch.user, batch.item, batch.rating)
+        data, penalty = self.model.terms(batch)
         (data + penalty).backward()
         self.optimizer.step(lr)
         return data.item()

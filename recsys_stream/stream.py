@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -86,17 +87,21 @@ class RowGroupStream(IterableDataset):
         carry = None
         for start in range(0, len(groups), self.shuffle_groups):
             table = parquet.read_row_groups(groups[start : start + self.shuffle_groups], columns)
-            chunk = {name: table.column(name).to_numpy() for name in columns}
+            chunk = self.arrays(table)
             if carry:
-                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in columns}
-            order = rng.permutation(len(chunk[columns[0]]))
+                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in chunk}
+            order = rng.permutation(len(next(iter(chunk.values()))))
             whole = len(order) - len(order) % self.batch_size
             for offset in range(0, whole, self.batch_size):
                 rows = order[offset : offset + self.batch_size]
                 yield {name: values[rows] for name, values in chunk.items()}
             carry = {name: values[order[whole:]] for name, values in chunk.items()}
-        if carry and len(carry[columns[0]]):
+        if carry and len(next(iter(carry.values()))):
             yield carry
+
+    def arrays(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """A chunk's rows as arrays whose first axis is the row: its columns, as they are."""
+        return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 class NegativeStream(RowGroupStream):
@@ -177,3 +182,79 @@ class RatingStream(RowGroupStream):
                 torch.from_numpy(rows["item"].astype(np.int64)),
                 torch.from_numpy(rows["rating"]),
             )
+
+
+@dataclass
+class SequenceBatch:
+    """B runs of a user's items in time order, padded on the right to the longest.
+
+    A padded position comes after every real one of its row, so a causal
+    network's outputs at real positions never see it, and ``scored`` leaves
+    it out of the loss.
+    """
+
+    items: torch.Tensor  # (B, T) int64; the padding id past each run's length
+    ratings: torch.Tensor  # (B, T) float32; 0 past the length
+    scored: torch.Tensor  # (B, T) bool: the positions the loss scores
+    samples: int  # scored positions
+
+    def __len__(self) -> int:
+        return self.samples
+
+
+class SequenceStream(RowGroupStream):
+    """Batches of runs from a sequence file (``pipeline sequences``), shuffled as the
+    pair stream's.
+
+    ``next_item``: a position is scored when an item follows it in the run
+    (its target); otherwise every real position is (its rating is the target).
+    """
+
+    def __init__(
+        self, path, batch_size, seed, shuffle_groups, padding: int, width: int, next_item: bool
+    ):
+        """``padding``: the id of padded positions; ``width``: the longest run in the file."""
+        super().__init__(path, batch_size, seed, shuffle_groups)
+        self.padding, self.width, self.next_item = padding, width, next_item
+
+    def arrays(self, table: pa.Table) -> dict[str, np.ndarray]:
+        items, length = padded(table.column("items"), self.padding, self.width)
+        ratings, _ = padded(table.column("ratings"), 0.0, self.width)
+        return {"items": items, "ratings": ratings, "length": length}
+
+    def __iter__(self) -> Iterator[SequenceBatch]:
+        rng, groups = self.worker_plan()
+        for rows in self.shuffled(rng, groups, ["items", "ratings"]):
+            yield sequence_batch(rows, self.next_item)
+
+
+def sequence_batch(rows: dict[str, np.ndarray], next_item: bool) -> SequenceBatch:
+    """A batch of padded runs (``rows``: items, ratings, length), cut to its longest."""
+    length = rows["length"]
+    width = int(length.max())
+    scored = np.arange(width) < (length - next_item)[:, None]
+    return SequenceBatch(
+        torch.from_numpy(rows["items"][:, :width].astype(np.int64)),
+        torch.from_numpy(rows["ratings"][:, :width]),
+        torch.from_numpy(scored),
+        int(scored.sum()),
+    )
+
+
+def padded(
+    lists: pa.ChunkedArray | pa.Array, fill, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R, width) array of a list column's rows, ``fill`` past each row's length (width:
+    the longest row's by default); the lengths."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    values = lists.flatten().to_numpy()
+    length = np.diff(offsets)
+    if width is None:
+        width = int(length.max()) if len(length) else 0
+    position = np.arange(width)
+    real = position < length[:, None]
+    index = np.minimum(offsets[:-1, None] - offsets[0] + position, max(len(values) - 1, 0))
+    out = np.where(real, values[index] if len(values) else fill, fill)
+    return out.astype(values.dtype), length

@@ -6,7 +6,8 @@ the same way for every dataset; a task supplies what differs: the model and
 its step, the stream of batches, the metrics of a curve point and the run's
 final files. :class:`~recsys_stream.pair_task.PairTask` trains product pairs
 (and skip-gram over walks), :class:`~recsys_stream.rating_task.RatingTask`
-user-item ratings.
+user-item ratings, and :mod:`recsys_stream.sequence_task` sequence models
+on each user's ratings in time order (the next rating, or the next item).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipeline.errors import PipelineError
 from recsys_stream.config import TrainConfig
 from recsys_stream.steps import Step
 
-KINDS = ("pairs", "ratings")
+KINDS = ("pairs", "ratings", "sequences", "next-item")
 
 
 class Task:
@@ -41,6 +42,9 @@ class Task:
     metrics: tuple[str, ...]  # a curve point's columns, from ``score``
     monitor: str  # the metric early stopping watches, one of ``metrics``
     higher_is_better: bool
+    # Whether the step's result is the same on any number of threads; when it is
+    # not, --threads 0 trains on one (the thread tuner would change the result).
+    thread_invariant: bool = True
 
     def score(self, step: int) -> dict[str, float | None]:
         """The metrics of the model after ``step`` steps, on the fixed validation probe."""
@@ -64,6 +68,21 @@ def dataset_kind(data_dir: str | os.PathLike) -> str:
     )
 
 
+def task_kind(data_dir: str | os.PathLike, model: str | None, task: str | None) -> str:
+    """The kind of task a model trains on a dataset: its files decide, and on ratings a
+    sequence model (``--model lstm``) makes it "sequences", or "next-item"."""
+    from recsys_stream.sequence_models import SEQUENCE_MODELS
+
+    kind = dataset_kind(data_dir)
+    if model not in SEQUENCE_MODELS:
+        return kind
+    if kind != "ratings":
+        raise PipelineError(
+            f"--model {model} trains on ratings (`python -m pipeline sequences`), not on {kind}"
+        )
+    return "next-item" if task == "next-item" else "sequences"
+
+
 def check_model(kind: str, config: TrainConfig, registry: dict) -> None:
     """Refuse, in one line, a model that does not train on this kind of dataset."""
     if config.model not in registry:
@@ -80,7 +99,7 @@ def check_memory(rows: int, config: TrainConfig, what: str) -> None:
     tables = rows * (config.dim + 1) * 4 * 3  # weights and two Adam moments
     batch = config.batch_size * (config.negatives + 2) * config.dim * 4 * 8  # temporaries
     needed = tables + batch + rows * 16
-    available = _available_memory()
+    available = available_memory()
     if available and needed > available:
         raise PipelineError(
             f"--dim {config.dim} and --batch-size {config.batch_size} need about "
@@ -88,7 +107,7 @@ def check_memory(rows: int, config: TrainConfig, what: str) -> None:
         )
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -1,7 +1,8 @@
 """Training any registered model from the stage files: one loop, with resume.
 
 The loop streams a task's batches (:mod:`recsys_stream.tasks`: product
-pairs or user-item ratings, chosen by the dataset's files), steps, records
+pairs, user-item ratings or each user's ratings in time order, chosen by
+the dataset's files and the model), steps, records
 learning-curve points, checkpoints every epoch, resumes, stops early when
 ``--patience`` says so, and tunes torch's threads; it knows neither the model
 nor how its step computes gradients: ``step(batch, lr)``
@@ -30,7 +31,7 @@ from recsys_stream.config import TrainConfig
 from recsys_stream.runs import Run, TrainState
 from recsys_stream.schedule import learning_rate
 from recsys_stream.steps import check_finite
-from recsys_stream.tasks import Task, dataset_kind
+from recsys_stream.tasks import Task, task_kind
 from recsys_stream.threads import ThreadTuner
 
 RESUME = (False, True, "auto")
@@ -47,24 +48,29 @@ def train(
 ) -> dict:
     """Train ``config`` on ``data_dir``; return the run's summary.
 
-    ``config``: default, the defaults of the dataset's kind with ``options``
+    ``config``: default, the defaults of the task's kind with ``options``
     over them (``TrainConfig.defaults``; the command line's way).
     ``resume``: False starts afresh; True continues from the run's checkpoint,
     refusing one made with other settings (only ``epochs`` may differ), and
     says so when there is none; ``"auto"`` continues when the checkpoint
     matches and starts afresh, saying why, when it does not.
     ``threads``: torch's intra-op threads for the step; 0 chooses between one
-    and all by measured speed (see :mod:`recsys_stream.threads`). It changes
-    the speed only, never the result.
+    and all by measured speed (see :mod:`recsys_stream.threads`), which
+    changes the speed only, never the result; for a task whose step sums in
+    an order that depends on the thread count (``Task.thread_invariant``:
+    the sequence models' recurrent layers), 0 means one thread, so a run is
+    reproducible.
     """
     if resume not in RESUME:
         raise PipelineError(f"--resume must be yes or auto, got {resume!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise PipelineError(f"--threads must be 0 (choose) or more, got {threads!r}")
-    if options:
+    if config is None:
+        options = options or {}
         TrainConfig(**options)  # the options' own checks, before the dataset's
-    kind = dataset_kind(data_dir)
-    config = config or TrainConfig.defaults(kind, **(options or {}))
+        kind = task_kind(data_dir, options.get("model"), options.get("task"))
+        config = TrainConfig.defaults(kind, **options)
+    kind = task_kind(data_dir, config.model, config.task)
     started = time.perf_counter()
     heap.keep_freed_memory()
     before = torch.get_num_threads()
@@ -82,6 +88,10 @@ def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Ta
         from recsys_stream.rating_task import RatingTask
 
         return RatingTask(data_dir, config)
+    if kind in ("sequences", "next-item"):
+        from recsys_stream.sequence_task import NextItemTask, SequenceRatingTask
+
+        return (NextItemTask if kind == "next-item" else SequenceRatingTask)(data_dir, config)
     from recsys_stream.pair_task import PairTask
 
     return PairTask(data_dir, config)
@@ -92,7 +102,7 @@ def _train(task: Task, name, resume, quiet, threads, started) -> dict:
     run = Run(runs.run_dir(task.directory, name or task.default_name), config, task.identity)
     state = _starting_state(run, resume, task)
     state.parts += 1
-    tuner = ThreadTuner(threads)
+    tuner = ThreadTuner(threads or (0 if task.thread_invariant else 1))
     if not state.history:  # the curve starts at the untrained model
         _record(task, state, 0, config.lr, [], 0, time.perf_counter(), tuner)
     for epoch in range(state.epoch, config.epochs):

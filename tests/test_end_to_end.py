@@ -13,6 +13,7 @@ from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.split import split
 from pipeline.synth import generate
+from pipeline.synth_ratings import generate_ratings
 from recsys_stream.config import TrainConfig
 from recsys_stream.train import train
 
@@ -144,6 +145,37 @@ def test_a_missing_or_spaced_raw_file_is_one_error_line(tmp_path):
     assert spaced.stderr.splitlines()[0].startswith(
         "error: RAW='/tmp/my file.json.gz' holds a space"
     )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_sequences_on_planted_sequences_then_nothing_then_what_changed(tmp_path):
+    """Planted order: the LSTM's next item beats popularity; MAX_LENGTH reruns only
+    the sequences stage, the sequence models and the report."""
+    copy = fresh_copy(tmp_path)
+    raw = tmp_path / "ratings.csv"
+    generate_ratings(raw, users=600, items=300, ratings=14_000, seed=3, sequential=True, quiet=True)
+    settings = [f"RAW={raw}", "NAME=seq", "EPOCHS=4", "QUIET=1"]
+    done = make(copy, "sequences", *settings)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trained = ["train"] * 2  # mf_bias and embedding_net need only the split
+    assert ran(done) == [
+        "ratings",
+        "split-ratings",
+        *trained,
+        "sequences",
+        *["train"] * 3,
+        "report",
+    ]
+    data = copy / "data" / "seq"
+    summary = json.loads((data / "runs" / "lstm-next" / "summary.json").read_text())
+    assert summary["test_hr10"] > 2 * summary["popularity_test_hr10"], summary
+    report = (data / "report.md").read_text()
+    assert "## Next item" in report and "| lstm-next |" in report and "| lstm | lstm |" in report
+    assert ran(make(copy, "sequences", *settings)) == []  # nothing changed: nothing runs
+    again = make(copy, "sequences", *settings, "MAX_LENGTH=10")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert ran(again) == ["sequences", *["train"] * 3, "report"]
+    assert json.loads((data / "sequences.json").read_text())["max_length"] == 10
 
 
 @pytest.mark.skipif(

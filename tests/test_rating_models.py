@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from resume import assert_resume_is_bit_identical
 
 from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
@@ -27,7 +28,7 @@ from recsys_stream.fused_ratings import rating_gradients
 from recsys_stream.rating_models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
 from recsys_stream.rating_task import load_rating_model, predict
 from recsys_stream.schedule import learning_rate
-from recsys_stream.stream import RatingStream
+from recsys_stream.stream import RatingBatch, RatingStream
 from recsys_stream.train import train
 
 MODELS = sorted(RATING_MODELS)
@@ -104,7 +105,7 @@ def test_fused_gradients_equal_autograds(model):
     rating = torch.randint(1, 6, (64,), generator=generator).float()
     layout = built.layout()
     fused = rating_gradients(layout, user, item, rating, built.l2, DistinctRows(50))
-    data, penalty = built.terms(user, item, rating)
+    data, penalty = built.terms(RatingBatch(user, item, rating))
     (data + penalty).backward()
     assert fused.loss == pytest.approx(data.item(), rel=1e-6)
     for name, (rows, grads) in fused.rows.items():
@@ -126,23 +127,8 @@ def test_fused_and_autograd_steps_train_alike(planted, model):
 @pytest.mark.parametrize("model", MODELS)
 def test_resume_after_interruption_is_bit_identical(planted, model, monkeypatch):
     settings = config(model, epochs=3)
-    straight = train(planted, settings, name="straight", quiet=True)
-    real = RatingStream.__iter__
-
-    def interrupted(self):
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(RatingStream, "__iter__", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(planted, settings, name="parts", quiet=True)
-    monkeypatch.setattr(RatingStream, "__iter__", real)
-    resumed = train(planted, settings, name="parts", resume=True, quiet=True)
-    assert resumed["parts"] == 2 and resumed["rmse"] == straight["rmse"]
-    first, second = (load_rating_model(planted / "runs" / n)[0] for n in ("straight", "parts"))
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
-        assert torch.equal(a, b), name
+    straight, resumed = assert_resume_is_bit_identical(planted, settings, RatingStream, monkeypatch)
+    assert resumed["rmse"] == straight["rmse"]
 
 
 def test_same_seed_same_model_and_another_seed_another(planted):

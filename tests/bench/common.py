@@ -11,16 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_stage(module: str, function: str, data_dir: Path) -> dict:
-    """``module.function(data_dir, quiet=True)`` in a fresh interpreter, so its peak RSS
-    is the stage's own; the stats it returns, plus the wall seconds around it."""
+def run_stage(module: str, function: str, data_dir: Path, **options) -> dict:
+    """``module.function(data_dir, quiet=True, **options)`` in a fresh interpreter, so its
+    peak RSS is the stage's own; the stats it returns, plus the wall seconds around it."""
     code = (
         f"import json, sys; from {module} import {function}; "
-        f"print(json.dumps({function}(sys.argv[1], quiet=True)))"
+        f"print(json.dumps({function}(sys.argv[1], quiet=True, **json.loads(sys.argv[2]))))"
     )
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", code, str(data_dir)],
+        [sys.executable, "-c", code, str(data_dir), json.dumps(options)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -45,6 +45,8 @@ RUNS = [
     ("epoch", ["bench_walks.py", "--products", "2000000", "--epoch-only"]),
     ("ratings", ["bench_ratings.py"]),
     ("movielens", ["bench_movielens.py"]),
+    ("sequences", ["bench_sequences.py", "--quality-only"]),
+    ("sequences", ["bench_sequences.py", "--speed-only"]),
 ]
 
 
@@ -111,6 +113,7 @@ def render(results: list[dict]) -> str:
             "epoch",
             "ratings",
             "movielens",
+            "sequences",
         )
     }
     out = [f"Measured by `make bench` {_days(results)}: {machine()}.", ""]
@@ -243,6 +246,7 @@ def render(results: list[dict]) -> str:
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
+    out += render_sequences(of["sequences"])
     return "\n".join(out)
 
 
@@ -605,6 +609,89 @@ def render_movielens(results: list[dict]) -> list[str]:
             rows.append([method, *[f"{x:.4f}" for x in rmse], f"{mse:.4f}"])
         out += table(["method", *[f"RMSE seed {s}" for s in seeds], "mean MSE"], rows)
     return out
+
+
+def render_sequences(results: list[dict]) -> list[str]:
+    """Sequence models against mf_bias and the next-item baselines (bench_sequences.py)."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in results if "dataset" in r):
+        mine = [r for r in results if r.get("dataset") == dataset]
+        rating = sorted((r for r in mine if r["task"] == "rating"), key=lambda r: r["rmse"])
+        chosen = (
+            "each method's grid picked by val"
+            if dataset.startswith("MovieLens")
+            else ("each method at the point MovieLens 100K chose")
+        )
+        out += [
+            "",
+            f"**Sequence models, {dataset}: the next rating** (split by time, each user's latest "
+            f"20% in val; {chosen} RMSE; mean of seeds 42 and 43; 20 epochs):",
+            "",
+        ]
+        out += table(
+            ["method", "settings", "RMSE (each seed)", "MAE", "global mean RMSE", "train s"],
+            [
+                [
+                    r["method"],
+                    _settings_text(r),
+                    f"{r['rmse']:.4f} ({', '.join(f'{x:.4f}' for x in r['rmse_each'])})",
+                    f"{r['mae']:.4f}",
+                    f"{r['global_mean_rmse']:.4f}",
+                    r["train_seconds"],
+                ]
+                for r in rating
+            ],
+        )
+        nexts = sorted(
+            (r for r in mine if r["task"] == "next-item"), key=lambda r: -r["test_ndcg10"]
+        )
+        out += [
+            "",
+            f"**{dataset}: the next item** (leave-one-out, each target ranked against every "
+            "item, the user's history left out; picked by val NDCG@10; test figures the mean "
+            "of seeds 42 and 43 for the networks):",
+            "",
+        ]
+        out += table(
+            ["method", "settings", "HR@10", "NDCG@10", "val HR@10", "val NDCG@10", "train s"],
+            [
+                [
+                    r["method"],
+                    _settings_text(r),
+                    f"{r['test_hr10']:.4f}",
+                    f"{r['test_ndcg10']:.4f}",
+                    f"{r['val_hr10']:.4f}",
+                    f"{r['val_ndcg10']:.4f}",
+                    r.get("train_seconds", "–"),
+                ]
+                for r in nexts
+            ],
+        )
+    speed = [r for r in results if "stage" in r]
+    if speed:
+        out += [
+            "",
+            f"**Sequence stages and training at Amazon Books' size** ({speed[0]['ratings']:,} "
+            "synthetic ratings of 8M users on 2M items; one epoch of `lstm`, batches of 256 "
+            "runs, one thread; each in a process of its own):",
+            "",
+        ]
+        rows = []
+        for r in speed:
+            rate = (
+                f"{r['runs_per_s']:,} runs, {r['samples_per_s']:,} positions"
+                if "runs_per_s" in r
+                else "–"
+            )
+            rows.append([r["stage"], r.get("train_seconds", r["seconds"]), rate, r["peak_rss_mb"]])
+        out += table(["stage", "seconds", "per second", "peak RSS MiB"], rows)
+    return out
+
+
+def _settings_text(r: dict) -> str:
+    settings = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in r.get("settings", {}).items())
+    edge = f" (at grid edge: {', '.join(r['at_edge'])})" if r.get("at_edge") else ""
+    return (settings or "–") + edge
 
 
 def rewrite_readme(section: str) -> None:

@@ -1,0 +1,180 @@
+"""Sequence models: a recurrent network over each user's items in time order.
+
+"PyTorch for Recommenders 101" ends with this model: an item embedding, an
+LSTM, a linear head. Here it is one ``nn.Module`` for two tasks:
+
+- ``rating`` (``--task rating``): at position t the network reads item t and
+  the rating of item t - 1 (centred and scaled, with a flag that says whether
+  there is one), so its state holds the history and the head predicts the
+  rating of item t: a sigmoid over the rating range widened by 0.5, as
+  ``mf_bias``. The loss is the MSE over the scored positions.
+- ``next-item`` (``--task next-item``): the network reads items only, and its
+  state at position t scores every item as the next one through an output
+  table (a vector and a bias an item). The loss is the cross-entropy of a
+  softmax over all items, or with ``--negatives N`` a sampled softmax: the
+  target against N items drawn uniformly once a batch (a drawn item equal to
+  the target is left out), for catalogues too large for a full softmax.
+
+The protocol is the rating models': ``tables()`` names the sparse tables
+(the lazy Adam updates the rows a batch touches), ``dense()`` the rest, and
+``terms(batch)`` is the objective on a
+:class:`~recsys_stream.stream.SequenceBatch`. Padded positions come after
+every real one and the network is causal, so they never change the loss.
+``--model lstm`` and ``--model gru`` are the two cells; a new one is a
+subclass and ``@register``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from recsys_stream.models import embedding
+from recsys_stream.rating_models import Y_RANGE_MARGIN, hidden_sizes
+from recsys_stream.stream import SequenceBatch
+
+SEQUENCE_MODELS: dict[str, type[SequenceModel]] = {}
+TASKS = ("rating", "next-item")
+
+
+def register(cls: type[SequenceModel]) -> type[SequenceModel]:
+    """Class decorator: make ``cls`` trainable on sequences as ``--model cls.name``."""
+    SEQUENCE_MODELS[cls.name] = cls
+    return cls
+
+
+class SequenceModel(nn.Module):
+    """Item embedding (and the previous rating), a recurrent cell, a head; see the module doc."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    cell: ClassVar[type[nn.RNNBase]]
+
+    def __init__(self, items: int, low: float, high: float, mean: float, config, load=False):
+        """``items``: the catalogue (id ``items`` pads); ``low``, ``high``, ``mean``: of the
+        train ratings. ``load``: leave the tables zero, for a state about to be loaded."""
+        super().__init__()
+        self.items, self.low, self.high, self.mean = items, low, high, mean
+        self.next_item = config.task == "next-item"
+        self.l2, self.negatives = config.l2, config.negatives
+        hidden = hidden_sizes(config.hidden)[0]
+        generator = torch.Generator().manual_seed(config.seed)
+
+        def normal(std):
+            def fill(weight):
+                with torch.no_grad():
+                    weight.normal_(0, std, generator=generator)
+
+            return None if load else fill
+
+        self.item = embedding(items + 1, config.dim, normal(config.init_std))
+        with torch.random.fork_rng():  # the cell's and head's initialisation, seeded
+            torch.manual_seed(config.seed)
+            inputs = config.dim + (0 if self.next_item else 2)
+            self.network = self.cell(inputs, hidden, batch_first=True)
+            self.dropout = nn.Dropout(config.dropout)
+            self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+            if not self.next_item:
+                self.head = nn.Linear(hidden, 1)
+        if self.next_item:
+            self.output = embedding(items, hidden + 1, normal(hidden**-0.5))
+            if not load:
+                with torch.no_grad():
+                    self.output.weight[:, -1] = 0  # the bias column
+
+    @property
+    def padding(self) -> int:
+        return self.items
+
+    def states(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden): the network's state after reading each position."""
+        inputs = self.embedding_dropout(self.item(items))
+        if not self.next_item:  # the previous rating, centred and scaled, and its flag
+            previous = functional.pad(ratings[:, :-1], (1, 0))
+            scale = max(self.high - self.low, 1e-6)
+            flag = torch.zeros_like(ratings)
+            flag[:, 1:] = 1
+            features = torch.stack([(previous - self.mean) / scale * flag, flag], dim=-1)
+            inputs = torch.cat([inputs, features], dim=-1)
+        return self.dropout(self.network(inputs)[0])
+
+    def predict_ratings(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, T): each position's predicted rating, from the item and the history before it."""
+        logit = self.head(self.states(items, ratings))[..., 0]
+        low, high = self.low - Y_RANGE_MARGIN, self.high + Y_RANGE_MARGIN
+        return torch.sigmoid(logit) * (high - low) + low
+
+    def scores(self, state: torch.Tensor) -> torch.Tensor:
+        """(N, items): every item's score as the next one after each of N states."""
+        return state @ self.output.weight[:, :-1].T + self.output.weight[:, -1]
+
+    def terms(self, batch: SequenceBatch):
+        """(mean data loss over the scored positions, L2 penalty on the touched item rows)."""
+        if self.next_item:
+            state = self.states(batch.items, batch.ratings)[:, :-1][batch.scored[:, :-1]]
+            target = batch.items[:, 1:][batch.scored[:, :-1]]
+            data = self._cross_entropy(state, target)
+        else:
+            predicted = self.predict_ratings(batch.items, batch.ratings)[batch.scored]
+            data = (predicted - batch.ratings[batch.scored]).square().mean()
+        if not self.l2:
+            return data, torch.zeros(())
+        rows = self.item(batch.items[batch.scored])
+        return data, self.l2 * rows.square().sum(-1).mean()
+
+    def _cross_entropy(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.negatives:
+            return functional.cross_entropy(self.scores(state), target)
+        drawn = torch.randint(0, self.items, (self.negatives,))
+        candidates = self.output(torch.cat([target, drawn]))  # (N + negatives, hidden + 1)
+        positive = (state * candidates[: len(target), :-1]).sum(-1) + candidates[: len(target), -1]
+        sampled = state @ candidates[len(target) :, :-1].T + candidates[len(target) :, -1]
+        sampled = sampled.masked_fill(drawn[None, :] == target[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], sampled], dim=1)
+        return functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        """The sparse tables: the item inputs, and the output table under a sampled softmax
+        (a full softmax's gradient reaches every row: there it is dense)."""
+        sparse = {"item": self.item}
+        if self.next_item and self.negatives:
+            sparse["output"] = self.output
+        return sparse
+
+    def dense(self) -> dict[str, nn.Parameter]:
+        sparse = {id(table.weight) for table in self.tables().values()}
+        return {n: p for n, p in self.named_parameters() if id(p) not in sparse}
+
+    def layout(self) -> None:
+        """No closed-form step: sequence models train through autograd."""
+        return None
+
+    def item_vectors(self) -> torch.Tensor:
+        """(items, dim): the input vectors, for ``similar`` and the embeddings file."""
+        return self.item.weight[:-1]
+
+    def facts(self) -> dict[str, float]:
+        return {}
+
+
+@register
+class LSTM(SequenceModel):
+    name = "lstm"
+    help = "an LSTM over each user's items in time order (with the ratings before each)"
+    cell = nn.LSTM
+
+
+@register
+class GRU(SequenceModel):
+    name = "gru"
+    help = "a GRU over each user's items in time order (with the ratings before each)"
+    cell = nn.GRU
+
+
+def build_sequence_model(
+    name: str, items: int, low: float, high: float, mean: float, config, load: bool = False
+) -> SequenceModel:
+    return SEQUENCE_MODELS[name](items, low, high, mean, config, load)
