@@ -618,14 +618,15 @@ def render_sequences(results: list[dict]) -> list[str]:
         mine = [r for r in results if r.get("dataset") == dataset]
         rating = sorted((r for r in mine if r["task"] == "rating"), key=lambda r: r["rmse"])
         chosen = (
-            "each method's grid picked by val"
+            "each method's grid picked by val RMSE"
             if dataset.startswith("MovieLens")
             else ("each method at the point MovieLens 100K chose")
         )
         out += [
             "",
             f"**Sequence models, {dataset}: the next rating** (split by time, each user's latest "
-            f"20% in val; {chosen} RMSE; mean of seeds 42 and 43; 20 epochs):",
+            f"20% in val; {chosen}; mean of seeds 42 and 43; 20 epochs; train seconds with two "
+            "trainings at a time):",
             "",
         ]
         out += table(
@@ -647,7 +648,8 @@ def render_sequences(results: list[dict]) -> list[str]:
         )
         out += [
             "",
-            f"**{dataset}: the next item** (leave-one-out, each target ranked against every "
+            f"**{dataset[0].upper()}{dataset[1:]}: the next item** (leave-one-out, each target "
+            "ranked against every "
             "item, the user's history left out; picked by val NDCG@10; test figures the mean "
             "of seeds 42 and 43 for the networks):",
             "",
@@ -671,9 +673,9 @@ def render_sequences(results: list[dict]) -> list[str]:
     if speed:
         out += [
             "",
-            f"**Sequence stages and training at Amazon Books' size** ({speed[0]['ratings']:,} "
-            "synthetic ratings of 8M users on 2M items; one epoch of `lstm`, batches of 256 "
-            "runs, one thread; each in a process of its own):",
+            f"**Sequence stages at Amazon Books' size** ({speed[0]['ratings']:,} synthetic "
+            "ratings of 8M users on 2M items; each in a process of its own; the trainings' "
+            "speed there: README, Sequence models):",
             "",
         ]
         rows = []
