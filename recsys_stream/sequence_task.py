@@ -40,7 +40,7 @@ from recsys_stream.rating_task import PREDICTION_SAMPLE, errors
 from recsys_stream.runs import Run
 from recsys_stream.sequence_inputs import eval_rows, open_sequence_data
 from recsys_stream.sequence_models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
-from recsys_stream.steps import RatingStep, check_finite
+from recsys_stream.steps import TermsStep, check_finite
 from recsys_stream.stream import SequenceStream, padded
 from recsys_stream.tasks import Task, available_memory, check_memory, check_model
 
@@ -81,7 +81,7 @@ class SequenceTask(Task):
         )
         self.rows = data.rows
         self.samples = data.positions - (data.rows if self.next_item else 0)
-        self.step = RatingStep(self.model)
+        self.step = TermsStep(self.model)
 
     def save(self, run: Run) -> None:
         """model.pt and embeddings.parquet (the input vectors of the items)."""
@@ -267,11 +267,8 @@ def rank(scorer, users: pa.Table, protocol: str, data):
     hits, ndcgs = [], []
     chunk = max(1, SCORE_CELLS // data.items)
     for first in range(0, len(target), chunk):
-        start, stop, own = (
-            begin[first : first + chunk],
-            end[first : first + chunk],
-            target[first : first + chunk],
-        )
+        rows = slice(first, first + chunk)
+        start, stop, own = begin[rows], end[rows], target[rows]
         length = np.minimum(stop - start, data.max_length)
         position = np.arange(int(length.max()))
         index = np.minimum((stop - length)[:, None] + position, len(flat) - 1)

@@ -10,9 +10,10 @@ both return the batch's mean loss without the L2 term:
   model's ``logits``, the same lazy Adam on the sparse tables' touched rows
   (their gradients come sparse from ``nn.Embedding(sparse=True)``) and AdamW
   on the dense parameters (:class:`SparseDenseAdam`). Slower, general.
-- :class:`RatingStep`, for rating models: the same, through the model's
-  ``terms`` (its loss and penalty); rating models with a layout train by
-  :class:`~recsys_stream.fused_ratings.FusedRatingStep` instead.
+- :class:`TermsStep`, for rating and sequence models: the same, through the
+  model's ``terms(batch)`` (its loss and penalty); rating models with a
+  layout train by :class:`~recsys_stream.fused_ratings.FusedRatingStep`
+  instead.
 
 :func:`make_step` picks the fused one when the model has a layout, unless
 told otherwise. Both hold their optimizer state, saved in checkpoints.
@@ -147,7 +148,7 @@ class AutogradStep(OptimizerState, Step):
         return data.item()
 
 
-class RatingStep(OptimizerState):
+class TermsStep(OptimizerState):
     """A rating or sequence model's step: ``backward()`` through its ``terms(batch)``,
     the same optimizers."""
 
@@ -187,7 +188,7 @@ def make_rating_step(model, config: TrainConfig):
         kind = "fused" if layout is not None else "autograd"
     if kind == "fused" and layout is None:
         raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
-    return FusedRatingStep(model, layout) if kind == "fused" else RatingStep(model)
+    return FusedRatingStep(model, layout) if kind == "fused" else TermsStep(model)
 
 
 def check_finite(value: float, step: int, config: TrainConfig, what: str = "loss") -> None:
