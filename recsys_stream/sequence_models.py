@@ -112,14 +112,15 @@ class SequenceModel(nn.Module):
         return state @ self.output.weight[:, :-1].T + self.output.weight[:, -1]
 
     def terms(self, batch: SequenceBatch):
-        """(mean data loss over the scored positions, L2 penalty on the touched item rows)."""
+        """(data loss summed over the scored positions over ``batch.norm``, L2 penalty on
+        the touched item rows)."""
         if self.next_item:
             state = self.states(batch.items, batch.ratings)[:, :-1][batch.scored[:, :-1]]
             target = batch.items[:, 1:][batch.scored[:, :-1]]
-            data = self._cross_entropy(state, target)
+            data = self._cross_entropy(state, target) / batch.norm
         else:
             predicted = self.predict_ratings(batch.items, batch.ratings)[batch.scored]
-            data = (predicted - batch.ratings[batch.scored]).square().mean()
+            data = (predicted - batch.ratings[batch.scored]).square().sum() / batch.norm
         if not self.l2:
             return data, torch.zeros(())
         rows = self.item(batch.items[batch.scored])
@@ -127,14 +128,15 @@ class SequenceModel(nn.Module):
 
     def _cross_entropy(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.negatives:
-            return functional.cross_entropy(self.scores(state), target)
+            return functional.cross_entropy(self.scores(state), target, reduction="sum")
         drawn = torch.randint(0, self.items, (self.negatives,))
         candidates = self.output(torch.cat([target, drawn]))  # (N + negatives, hidden + 1)
         positive = (state * candidates[: len(target), :-1]).sum(-1) + candidates[: len(target), -1]
         sampled = state @ candidates[len(target) :, :-1].T + candidates[len(target) :, -1]
         sampled = sampled.masked_fill(drawn[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], sampled], dim=1)
-        return functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+        positive = torch.zeros(len(target), dtype=torch.long)
+        return functional.cross_entropy(logits, positive, reduction="sum")
 
     def tables(self) -> dict[str, nn.Embedding]:
         """The sparse tables: the item inputs, and the output table under a sampled softmax

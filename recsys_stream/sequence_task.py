@@ -78,6 +78,7 @@ class SequenceTask(Task):
             padding=self.model.padding,
             width=data.max_length + self.next_item,
             next_item=self.next_item,
+            positions_per_run=data.positions / data.rows - self.next_item,
         )
         self.rows = data.rows
         self.samples = data.positions - (data.rows if self.next_item else 0)

@@ -5,6 +5,7 @@ that the network learns beyond popularity and mf_bias."""
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 
 import numpy as np
@@ -62,9 +63,8 @@ def config(kind: str, model: str, **values) -> TrainConfig:
 
 def batch_of(items, ratings, scored) -> SequenceBatch:
     scored = torch.as_tensor(scored)
-    return SequenceBatch(
-        torch.as_tensor(items), torch.as_tensor(ratings), scored, int(scored.sum())
-    )
+    samples = int(scored.sum())
+    return SequenceBatch(torch.as_tensor(items), torch.as_tensor(ratings), scored, samples, samples)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -117,7 +117,7 @@ def test_the_rating_network_learns_the_planted_moods_beyond_mf_bias(planted, mod
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("negatives", [0, 30])
 def test_the_next_item_network_beats_popularity_and_cooccurrence(planted, model, negatives):
-    settings = config("next-item", model, epochs=8, negatives=negatives)
+    settings = config("next-item", model, epochs=14, negatives=negatives)
     summary = train(planted, settings, name=f"{model}-{negatives}", quiet=True)
     assert summary["eval_users"] == pq.read_table(planted / "next-eval.parquet").num_rows
     assert summary["test_hr10"] > 3 * summary["popularity_test_hr10"], summary
@@ -136,7 +136,7 @@ def test_resume_after_interruption_is_bit_identical(planted, monkeypatch):
 
 def test_stream_scores_every_train_position_once_an_epoch(planted):
     path = planted / "sequences-train.parquet"
-    stream = SequenceStream(path, 16, 3, 2, padding=300, width=20, next_item=False)
+    stream = SequenceStream(path, 16, 3, 2, 300, 20, next_item=False, positions_per_run=1.0)
     stream.set_epoch(1)
     found = collections.Counter()
     for batch in stream:
@@ -146,6 +146,23 @@ def test_stream_scores_every_train_position_once_an_epoch(planted):
             found[tuple(row[mask].tolist())] += 1
     table = pq.read_table(path)
     assert found == collections.Counter(tuple(r) for r in table.column("items").to_pylist())
+
+
+def test_stream_batches_runs_of_about_one_length_in_a_random_order(planted):
+    path = planted / "sequences-train.parquet"
+    lengths = pq.read_table(path).column("items").to_pylist()
+    runs = len(lengths)
+    stream = SequenceStream(path, 16, 3, 1000, 300, 20, next_item=False, positions_per_run=1.0)
+    epochs = []
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        batches = [batch.scored.sum(1) for batch in stream]  # each run's length
+        whole = batches[: runs // 16]  # one chunk: the rows left over come last
+        spans = sorted((int(b.min()), int(b.max())) for b in whole)
+        # sorted by length and cut: no two batches' lengths interleave
+        assert all(high <= low for (_, high), (low, _) in itertools.pairwise(spans))
+        epochs.append([int(b.max()) for b in whole])
+    assert epochs[0] != sorted(epochs[0]) and epochs[0] != epochs[1]  # batches in a random order
 
 
 def test_hr_and_ndcg_by_hand():
