@@ -86,7 +86,7 @@ help:
 	@echo "                  on each user's ratings in time order (default: synthetic ones)"
 	@echo "make test         lint and the test suite"
 	@echo "make bench        benchmarks; rewrites the README's Performance section"
-	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools"
+	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools, Spark"
 	@echo "make constraints  pin $(CONSTRAINTS) to what $(VENV) holds now"
 	@echo "make clean        derived files under $(DATA)/ (never raw/)"
 	@echo "make distclean    clean, and remove .venv"
@@ -115,7 +115,7 @@ endif
 $(INSTALLED): $(ENVIRONMENT) pyproject.toml $(CONSTRAINTS)
 	@$(if $(filter .venv,$(VENV)),,echo "using the environment $(VENV)")
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,spark]'
 	@touch $@
 
 # recbole's wheel is installed without its dependencies for the MovieLens 100K
@@ -136,7 +136,7 @@ format: $(INSTALLED)
 	$(PYTHON) -m ruff check --fix .
 
 test: lint
-	$(PYTHON) -m pytest -n 2 tests
+	$(PYTHON) -m pytest -n 2 --dist loadgroup tests
 
 bench: $(BENCH_INSTALLED)
 	$(PYTHON) tests/bench/run_all.py

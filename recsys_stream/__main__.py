@@ -23,12 +23,21 @@ from recsys_stream.similar import DEFAULT_K
 
 
 def _train(a: argparse.Namespace) -> None:
+    from recsys_stream import distributed
     from recsys_stream.train import train
 
     given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name in a}
+    if a.nproc != 1 and not distributed.launched():
+        distributed.check_processes(a.dir, given, a.nproc)  # one line here, not N under torchrun
+        code = distributed.launch(a.argv, a.nproc)
+        if code:
+            raise PipelineError(f"--nproc {a.nproc}: a training process failed (exit {code})")
+        return
     summary = train(
         a.dir, name=a.name, resume=a.resume, quiet=a.quiet, threads=a.threads, options=given
     )
+    if "rank" in summary:  # a data-parallel process but rank 0: it prints nothing
+        return
     if "rmse" in summary:
         shown = ["rmse", "mae", "global_mean_rmse", "sigma", "best_epoch"]
     elif "test_hr10" in summary:
@@ -169,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "machine does not stall it, and results do not depend on it (default: 0); lstm and "
         "gru: 0 is one thread, as their last bits depend on the count",
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train data-parallel on N processes of this machine, under torchrun; each streams "
+        "its share of the train file and the ranks sum their gradients (models with a fused "
+        "step; --batch-size is the step's rows over all of them) (default: 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(main=_train)
 
@@ -201,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for a launcher's processes
     return cli.run(args.main, args)
 
 

@@ -203,6 +203,20 @@ class OptimizerState:
         self.optimizer.load_state_dict(state)
 
 
+class GradientStep(OptimizerState):
+    """A step in two halves: its batch's gradients in closed form, then the lazy Adam
+    update (apart, so that data-parallel ranks can sum the gradients in between)."""
+
+    def gradients(self, batch) -> Gradients:
+        raise NotImplementedError
+
+    def __call__(self, batch, lr: float) -> float:
+        """Update the model from ``batch`` at ``lr``; the batch's mean loss."""
+        grads = self.gradients(batch)
+        self.optimizer.step(grads.rows, lr)
+        return grads.loss
+
+
 class LazyAdam:
     """Adam on the touched rows only (torch.optim.SparseAdam's update), for 2-d tables.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_stream.fused import DistinctRows, Gradients, LazyAdam, OptimizerState, row_sums
+from recsys_stream.fused import DistinctRows, Gradients, GradientStep, LazyAdam, row_sums
 
 
 @dataclass
@@ -80,7 +80,7 @@ def rating_gradients(
     return Gradients(found, float(torch.dot(error, error)) / count)
 
 
-class FusedRatingStep(OptimizerState):
+class FusedRatingStep(GradientStep):
     """A rating model's step with :func:`rating_gradients` and the lazy Adam."""
 
     kind = "fused"
@@ -91,10 +91,8 @@ class FusedRatingStep(OptimizerState):
         self.optimizer = LazyAdam(params)
         self.distinct = DistinctRows(max(p.shape[0] for p in params.values()))
 
-    def __call__(self, batch, lr: float) -> float:
-        """Update the model from ``batch`` at ``lr``; the batch's mean squared error."""
-        grads = rating_gradients(
+    def gradients(self, batch) -> Gradients:
+        """The batch's gradients; its loss is the mean squared error."""
+        return rating_gradients(
             self.layout, batch.user, batch.item, batch.rating, self.model.l2, self.distinct
         )
-        self.optimizer.step(grads.rows, lr)
-        return grads.loss

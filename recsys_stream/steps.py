@@ -29,6 +29,8 @@ from pipeline.errors import PipelineError
 from recsys_stream.config import TrainConfig
 from recsys_stream.fused import (
     DistinctRows,
+    Gradients,
+    GradientStep,
     LazyAdam,
     OptimizerState,
     gradients,
@@ -62,7 +64,7 @@ class Step:
         raise NotImplementedError
 
 
-class FusedStep(OptimizerState, Step):
+class FusedStep(GradientStep, Step):
     kind = "fused"
 
     def __init__(self, model: PairModel, loss: Loss, l2: float, max_weight: float):
@@ -72,8 +74,8 @@ class FusedStep(OptimizerState, Step):
         self.optimizer = LazyAdam(params)
         self.distinct = DistinctRows(max(p.shape[0] for p in params.values()))
 
-    def __call__(self, batch: Batch, lr: float) -> float:
-        grads = gradients(
+    def gradients(self, batch: Batch) -> Gradients:
+        return gradients(
             self.layout,
             batch.anchor,
             batch.others,
@@ -84,8 +86,6 @@ class FusedStep(OptimizerState, Step):
             batch.shared,
             batch.shared_weight,
         )
-        self.optimizer.step(grads.rows, lr)
-        return grads.loss
 
 
 class SparseDenseAdam:

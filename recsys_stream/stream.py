@@ -51,16 +51,25 @@ class RowGroupStream(IterableDataset):
 
     With DataLoader workers, each takes every n-th row group of the epoch's
     order, with a generator of its own: each row is read once an epoch.
+    Data-parallel ranks (:meth:`shard`) split the row groups the same way,
+    one share for each of their workers.
     """
 
     def __init__(self, path: str | Path, batch_size: int, seed: int, shuffle_groups: int):
         self.path = Path(path)
         self.batch_size, self.seed, self.shuffle_groups = batch_size, seed, shuffle_groups
         self.epoch = 0
+        self.rank, self.ranks = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose row-group order and shuffles the next pass uses."""
         self.epoch = epoch
+
+    def shard(self, rank: int, ranks: int) -> None:
+        """Stream only rank ``rank``'s share of ``ranks``, in batches of ``batch_size /
+        ranks`` rows: a step of all ranks together sees ``batch_size`` rows."""
+        self.rank, self.ranks = rank, ranks
+        self.batch_size //= ranks
 
     def row_groups(self, worker: int = 0, workers: int = 1) -> list[int]:
         """The row groups a worker reads this epoch, in order."""
@@ -72,8 +81,9 @@ class RowGroupStream(IterableDataset):
         """This worker's generator for the epoch and the row groups it reads."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
-        return rng, self.row_groups(worker, workers)
+        share = self.rank * workers + worker
+        rng = np.random.default_rng([self.seed, self.epoch, share])
+        return rng, self.row_groups(share, workers * self.ranks)
 
     def shuffled(
         self, rng: np.random.Generator, groups: list[int], columns: list[str]

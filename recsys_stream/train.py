@@ -7,7 +7,9 @@ learning-curve points, checkpoints every epoch, resumes, stops early when
 ``--patience`` says so, and tunes torch's threads; it knows neither the model
 nor how its step computes gradients: ``step(batch, lr)``
 (:mod:`recsys_stream.steps`). It writes ``runs/NAME/``
-(:mod:`recsys_stream.runs`).
+(:mod:`recsys_stream.runs`). Under a launcher of N processes (torchrun) it
+trains data-parallel (:mod:`recsys_stream.distributed`): rank 0 writes the
+run, and every rank steps and scores the same.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
-from recsys_stream import heap, runs
+from recsys_stream import distributed, heap, runs
 from recsys_stream.config import TrainConfig
+from recsys_stream.distributed import DistributedStep, Ranks
 from recsys_stream.runs import Run, TrainState
 from recsys_stream.schedule import learning_rate
 from recsys_stream.steps import check_finite
@@ -59,7 +62,10 @@ def train(
     changes the speed only, never the result; for a task whose step sums in
     an order that depends on the thread count (``Task.thread_invariant``:
     the sequence models' recurrent layers), 0 means one thread, so a run is
-    reproducible.
+    reproducible; so it does on each of N data-parallel processes.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), each process trains its share
+    of the data; rank 0 returns the summary, the others ``{"run", "rank"}``.
     """
     if resume not in RESUME:
         raise PipelineError(f"--resume must be yes or auto, got {resume!r}")
@@ -74,12 +80,18 @@ def train(
     started = time.perf_counter()
     heap.keep_freed_memory()
     before = torch.get_num_threads()
+    ranks, created = distributed.start()
     try:
         with torch.random.fork_rng():  # dropout's draws, seeded, leave the caller's alone
             torch.manual_seed(config.seed)
-            return _train(open_task(kind, data_dir, config), name, resume, quiet, threads, started)
+            task = open_task(kind, data_dir, config)
+            if ranks.parallel:
+                _distribute(task, ranks)
+            return _train(task, ranks, name, resume, quiet, threads, started)
     finally:
         torch.set_num_threads(before)
+        if created:
+            distributed.stop()
 
 
 def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Task:
@@ -97,21 +109,31 @@ def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Ta
     return PairTask(data_dir, config)
 
 
-def _train(task: Task, name, resume, quiet, threads, started) -> dict:
+def _distribute(task: Task, ranks: Ranks) -> None:
+    """Make ``task`` one rank's: its share of the stream, its step summed over the ranks."""
+    distributed.check_batch(task.config.batch_size, ranks.world)
+    task.step = DistributedStep(task.step, ranks)
+    task.stream.shard(ranks.rank, ranks.world)
+
+
+def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> dict:
     config = task.config
     run = Run(runs.run_dir(task.directory, name or task.default_name), config, task.identity)
-    state = _starting_state(run, resume, task)
+    state = _starting_state(run, resume, task, ranks.lead)
     state.parts += 1
-    tuner = ThreadTuner(threads or (0 if task.thread_invariant else 1))
+    tuner = ThreadTuner(threads or (0 if task.thread_invariant and not ranks.parallel else 1))
+    quiet = quiet or not ranks.lead
     if not state.history:  # the curve starts at the untrained model
-        _record(task, state, 0, config.lr, [], 0, time.perf_counter(), tuner)
+        _record(task, ranks, state, 0, config.lr, [], 0, time.perf_counter(), tuner)
     for epoch in range(state.epoch, config.epochs):
         if state.stopped_early:
             break
-        _train_epoch(task, tuner, epoch, state, quiet)
+        _train_epoch(task, ranks, tuner, epoch, state, quiet)
         state.epoch = epoch + 1
         with tuner.paused():
-            _watch(task, run, state)
+            _watch(task, run, state, ranks.lead)
+            if not ranks.lead:
+                continue
             part_seconds = time.perf_counter() - started
             run.save_checkpoint(
                 task.model,
@@ -120,6 +142,8 @@ def _train(task: Task, name, resume, quiet, threads, started) -> dict:
             )
             runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
     task.step = None  # the optimizer's moments, two thirds of the training memory
+    if not ranks.lead:
+        return {"run": run.name, "rank": ranks.rank}
     if config.patience and state.best_epoch != state.epoch:
         run.load_best(task.model)
     summary = {"run": run.name, **task.finish(run)}
@@ -135,6 +159,7 @@ def _train(task: Task, name, resume, quiet, threads, started) -> dict:
             "samples_per_s": round(state.samples / max(state.train_seconds, 1e-9)),
             "epoch_start_lr": state.epoch_start_lr,
             "parts": state.parts,
+            "processes": ranks.world,
             "config": config.to_dict(),
             "steps_by_threads": {str(n): count for n, count in tuner.steps_at.items()},
         }
@@ -147,9 +172,10 @@ def _train(task: Task, name, resume, quiet, threads, started) -> dict:
     return summary
 
 
-def _watch(task: Task, run: Run, state: TrainState) -> None:
-    """Early stopping: keep the best epoch's weights; stop after ``patience`` epochs
-    without a better score (of the epoch's last curve point)."""
+def _watch(task: Task, run: Run, state: TrainState, lead: bool) -> None:
+    """Early stopping: keep the best epoch's weights (``lead``: the process that writes
+    the run); stop after ``patience`` epochs without a better score (of the epoch's last
+    curve point)."""
     patience = task.config.patience
     if not patience:
         return
@@ -158,27 +184,32 @@ def _watch(task: Task, run: Run, state: TrainState) -> None:
         score is not None and (score > best if task.higher_is_better else score < best)
     ):
         state.best_score, state.best_epoch = score, state.epoch
-        run.save_best(task.model)
+        if lead:
+            run.save_best(task.model)
     elif state.epoch - state.best_epoch >= patience:
         state.stopped_early = True
 
 
-def _starting_state(run: Run, resume, task: Task) -> TrainState:
-    """The state to start from: a fresh one, or the checkpoint's, loaded into model and step."""
+def _starting_state(run: Run, resume, task: Task, lead: bool) -> TrainState:
+    """The state to start from: a fresh one, or the checkpoint's, loaded into model and step
+    (``lead``: the process that writes the run, and so starts it)."""
     checkpoint = run.path(runs.CHECKPOINT)
     if not resume or not checkpoint.is_file():
-        if resume is True:
+        if resume is True and lead:
             _note(f"{checkpoint}: no checkpoint to resume from; starting at epoch 1")
-        run.start(keep_checkpoint=False)
+        if lead:
+            run.start(keep_checkpoint=False)
         return TrainState()
     saved, mismatch = run.load_checkpoint()
     if mismatch and resume is True:
         raise PipelineError(f"{checkpoint}: {mismatch}; rerun without --resume")
     if mismatch:
-        _note(f"{checkpoint}: {mismatch}; starting afresh")
-        run.start(keep_checkpoint=False)
+        if lead:
+            _note(f"{checkpoint}: {mismatch}; starting afresh")
+            run.start(keep_checkpoint=False)
         return TrainState()
-    run.start(keep_checkpoint=True)
+    if lead:
+        run.start(keep_checkpoint=True)
     task.model.load_state_dict(saved["model"])
     task.step.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
@@ -189,8 +220,10 @@ def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
-def _train_epoch(task: Task, tuner: ThreadTuner, epoch: int, state: TrainState, quiet: bool):
-    """One pass over the stream; learning-curve points along the way."""
+def _train_epoch(
+    task: Task, ranks: Ranks, tuner: ThreadTuner, epoch: int, state: TrainState, quiet: bool
+):
+    """One pass over the stream (this rank's share); learning-curve points along the way."""
     config = task.config
     task.stream.set_epoch(epoch)
     # Without workers the stream is read as it is: a DataLoader would yield the
@@ -204,7 +237,7 @@ def _train_epoch(task: Task, tuner: ThreadTuner, epoch: int, state: TrainState, 
     points = curve_points(steps_per_epoch, config.eval_every)
     losses, samples, ticked = [], 0, time.perf_counter()
     with progress(task.samples, "samples", f"epoch {epoch + 1}/{config.epochs}", quiet) as bar:
-        for step_in_epoch, batch in enumerate(loader):
+        for step_in_epoch, batch in enumerate(distributed.lockstep(loader, ranks)):
             lr = learning_rate(
                 config.schedule,
                 config.lr,
@@ -219,16 +252,17 @@ def _train_epoch(task: Task, tuner: ThreadTuner, epoch: int, state: TrainState, 
             loss = task.step(batch, lr)
             state.step += 1
             check_finite(loss, state.step, config)
-            tuner.step_done(len(batch))
+            done = len(batch) if batch is not None else 0
+            tuner.step_done(done)
             losses.append(loss)
-            samples += len(batch)
-            bar.update(len(batch))
+            samples += done
+            bar.update(done * ranks.world)  # about the step's samples over all ranks
             if step_in_epoch + 1 in points:
-                ticked = _record(task, state, epoch + 1, lr, losses, samples, ticked, tuner)
+                ticked = _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
                 bar.set_postfix(loss=f"{state.history[-1]['loss']:.4f}")
                 losses, samples = [], 0
         if losses:  # an epoch of more batches than planned: close its curve
-            _record(task, state, epoch + 1, lr, losses, samples, ticked, tuner)
+            _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
 
 
 def curve_points(steps_per_epoch: int, eval_every: int) -> set[int]:
@@ -244,8 +278,10 @@ def curve_points(steps_per_epoch: int, eval_every: int) -> set[int]:
     return {*regular, steps_per_epoch}
 
 
-def _record(task: Task, state, epoch, lr, losses, samples, ticked, tuner) -> float:
-    """Append a learning-curve point; return the time its clock restarts from."""
+def _record(task: Task, ranks: Ranks, state, epoch, lr, losses, samples, ticked, tuner) -> float:
+    """Append a learning-curve point (``samples``: this rank's since the last one); return
+    the time its clock restarts from."""
+    samples = int(ranks.total(samples))
     elapsed = time.perf_counter() - ticked
     state.samples += samples
     state.train_seconds += elapsed

@@ -1,8 +1,11 @@
-"""Shared fixtures: the real format samples in ../shared/data and small file writers."""
+"""Shared fixtures: the real format samples in ../shared/data, small file writers, and
+one local Spark session."""
 
 from __future__ import annotations
 
 import gzip
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,21 @@ def shared_sample():
         return path
 
     return need
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] Spark session, started once: the tests that use it are marked
+    ``xdist_group("spark")``, so under ``--dist loadgroup`` one worker runs them all."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # its workers' Python, with our packages
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

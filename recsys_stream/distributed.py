@@ -1,0 +1,258 @@
+"""Data-parallel training with torch.distributed: what one rank of N does differently.
+
+Every rank holds the whole model (replicated tables) and streams its own
+share of the train file's row groups (:meth:`RowGroupStream.shard`), a
+batch of ``batch_size / N`` rows a step. A step's gradients are the fused
+step's: each table's distinct touched rows and their gradient rows. The
+ranks gather them all (:func:`exchange`), and every rank sums them in rank
+order into the gradient of the union of the N batches, then applies the
+same lazy Adam update: the replicas stay bit-identical without ever
+sending a table. Rank 0 alone writes the run; every rank scores the same
+curve points, so early stopping decides the same everywhere.
+
+Launched by ``torchrun`` (``python -m recsys_stream train ... --nproc N``
+does it), or on a Spark cluster by :mod:`recsys_stream.distributor`.
+Gloo runs the collectives on CPU; a step costs three of them (a header of
+counts, the rows, the gradients), whose volume is the touched rows, never
+the tables.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from pipeline.errors import PipelineError
+from recsys_stream.fused import DistinctRows, Gradients, row_sums
+
+TIMEOUT = datetime.timedelta(minutes=30)  # rank 0's final evaluation runs between collectives
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def lead(self) -> bool:
+        """Whether this process writes the run (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.world > 1
+
+    def total(self, value: float) -> float:
+        """``value`` summed over the ranks (a collective: every rank must call it)."""
+        if not self.parallel:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def any(self, flag: bool) -> bool:
+        """Whether any rank's ``flag`` is set (a collective)."""
+        return self.total(float(flag)) > 0
+
+
+def launched() -> bool:
+    """Whether this process is one of several a launcher (torchrun) started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def check_processes(data_dir, options: dict, processes: int) -> None:
+    """Refuse, in one line and before any process starts, what N processes cannot train."""
+    from recsys_stream.config import TrainConfig
+    from recsys_stream.tasks import task_kind
+
+    if processes < 1:
+        raise PipelineError(f"--nproc must be 1 or more, got {processes}")
+    TrainConfig(**options)
+    kind = task_kind(data_dir, options.get("model"), options.get("task"))
+    config = TrainConfig.defaults(kind, **options)
+    if kind in ("sequences", "next-item") or config.step == "autograd":
+        raise PipelineError(
+            f"--nproc {processes}: only models with a fused step train on several processes; "
+            f"--model {config.model} with --step {config.step} trains on one"
+        )
+    check_batch(config.batch_size, processes)
+
+
+def check_batch(batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        raise PipelineError(
+            f"--batch-size {batch_size} is the step's rows over all {processes} processes; "
+            f"make it a multiple of {processes}"
+        )
+
+
+def launch(argv: list[str], processes: int) -> int:
+    """Run ``python -m recsys_stream ARGV`` as ``processes`` processes of this machine
+    under torchrun (one thread each: the ranks share its cores); their exit code.
+
+    ``--nproc`` is left out of ARGV: torchrun would take it for its own
+    ``--nproc-per-node``.
+    """
+    kept = []
+    for arg in argv:
+        if kept[-1:] == ["--nproc"]:
+            kept.pop()
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "recsys_stream",
+        *kept,
+    ]
+    return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+
+
+def start() -> tuple[Ranks, bool]:
+    """The ranks, joining the process group when a launcher (torchrun) started N > 1
+    processes; and whether this call created the group (its caller then ends it)."""
+    if not launched():
+        return Ranks(), False
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=TIMEOUT)
+    return Ranks(dist.get_rank(), dist.get_world_size()), created
+
+
+def stop() -> None:
+    """Leave the process group."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lockstep(batches: Iterable, ranks: Ranks) -> Iterator:
+    """Each rank's batches, then ``None`` until every rank has run out.
+
+    The ranks' shares of an epoch may differ by a row group, but every step
+    is a collective: a rank whose share is done takes empty steps.
+    """
+    if not ranks.parallel:
+        yield from batches
+        return
+    source = iter(batches)
+    while True:
+        batch = next(source, None)
+        if not ranks.any(batch is not None):
+            return
+        yield batch
+
+
+class DistributedStep:
+    """A fused step whose gradients are summed over the ranks before its update.
+
+    ``step`` has ``gradients(batch) -> Gradients`` and ``optimizer``; a rank
+    without a batch contributes nothing to the sum. Each rank's gradient is
+    of its batch's mean, so it is weighed by its batch's share of the
+    step's samples: the sum is the gradient of the union's mean.
+    """
+
+    def __init__(self, step, ranks: Ranks):
+        if not hasattr(step, "gradients"):
+            raise PipelineError(
+                f"--nproc {ranks.world}: the {step.kind} step does not train on several "
+                "processes; models with a fused step do (--step fused)"
+            )
+        self.step, self.ranks, self.kind = step, ranks, step.kind
+        self.names = sorted(step.optimizer.params)
+        self.widths = {name: step.optimizer.params[name].shape[1] for name in self.names}
+        self.distinct = DistinctRows(max(p.shape[0] for p in step.optimizer.params.values()))
+        self.samples = 0  # the last step's samples over all ranks
+
+    def __call__(self, batch, lr: float) -> float:
+        """Update from the ranks' batches at ``lr``; the union's mean loss."""
+        local = self.step.gradients(batch) if batch is not None else None
+        rows, loss, self.samples = exchange(
+            local, len(batch) if batch is not None else 0, self.names, self.widths, self.distinct
+        )
+        self.step.optimizer.step(rows, lr)
+        return loss
+
+    def state_dict(self) -> dict:
+        return self.step.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step.load_state_dict(state)
+
+
+def exchange(
+    local: Gradients | None,
+    samples: int,
+    names: list[str],
+    widths: dict[str, int],
+    distinct: DistinctRows,
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float, int]:
+    """The gradients of all ranks' batches together: each parameter's distinct rows and
+    their weighted sums, the union's mean loss, and its samples.
+
+    Three all-gathers: a header (samples, loss, each parameter's row count),
+    then every rank's rows and gradient values, padded to the longest. Each
+    rank then sums the same inputs in the same (rank) order, so all end with
+    the same bits.
+    """
+    found = local.rows if local is not None else {}
+    counts = [len(found[name][0]) if name in found else 0 for name in names]
+    header = torch.tensor([samples, local.loss if local else 0.0, *counts], dtype=torch.float64)
+    headers = _gather(header)
+    total = int(sum(h[0].item() for h in headers))
+    loss = sum(h[0].item() * h[1].item() for h in headers) / max(total, 1)
+    share = samples / max(total, 1)
+    ids = [found[name][0] for name in names if name in found]
+    values = [(found[name][1] * share).reshape(-1) for name in names if name in found]
+    every_ids = _gather_varying(_joined(ids, torch.int64), [_rows(h) for h in headers])
+    sizes = [int(sum(c * widths[n] for c, n in zip(h[2:].long().tolist(), names))) for h in headers]
+    every_values = _gather_varying(_joined(values, torch.float32), sizes)
+    pieces: dict[str, tuple[list, list]] = {name: ([], []) for name in names}
+    for head, rank_ids, rank_values in zip(headers, every_ids, every_values):
+        row_offset = value_offset = 0
+        for name, count in zip(names, head[2:].long().tolist()):
+            width = widths[name]
+            pieces[name][0].append(rank_ids[row_offset : row_offset + count])
+            chunk = rank_values[value_offset : value_offset + count * width]
+            pieces[name][1].append(chunk.view(count, width))
+            row_offset, value_offset = row_offset + count, value_offset + count * width
+    summed = {}
+    for name, (name_ids, name_values) in pieces.items():
+        joined = torch.cat(name_ids)
+        if len(joined):
+            summed[name] = row_sums(distinct(joined), torch.cat(name_values))
+    return summed, loss, total
+
+
+def _rows(header: torch.Tensor) -> int:
+    return int(header[2:].sum().item())
+
+
+def _joined(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat(tensors) if tensors else torch.zeros(0, dtype=dtype)
+
+
+def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    found = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(found, tensor)
+    return found
+
+
+def _gather_varying(tensor: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Every rank's 1-d ``tensor``, whose lengths are ``sizes`` (known to all ranks)."""
+    longest = max(sizes)
+    padded = torch.zeros(longest, dtype=tensor.dtype)
+    padded[: len(tensor)] = tensor
+    return [found[:size] for found, size in zip(_gather(padded), sizes)]
