@@ -12,9 +12,9 @@ curve points, so early stopping decides the same everywhere.
 
 Launched by ``torchrun`` (``python -m recsys_stream train ... --nproc N``
 does it), or on a Spark cluster by :mod:`recsys_stream.distributor`.
-Gloo runs the collectives on CPU; a step costs three of them (a header of
-counts, the rows, the gradients), whose volume is the touched rows, never
-the tables.
+Gloo runs the collectives on CPU; a step costs three all-gathers (a header
+of counts, the rows, the gradients; :func:`gather_headers` and
+:func:`combine`), whose volume is the touched rows, never the tables.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import datetime
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -174,14 +175,19 @@ class DistributedStep:
         self.names = sorted(step.optimizer.params)
         self.widths = {name: step.optimizer.params[name].shape[1] for name in self.names}
         self.distinct = DistinctRows(max(p.shape[0] for p in step.optimizer.params.values()))
-        self.samples = 0  # the last step's samples over all ranks
+        # Seconds in the exchange: waiting for the header (the slowest rank's
+        # batch, and the latency), then moving and summing the rows.
+        self.wait_seconds = self.transfer_seconds = 0.0
 
     def __call__(self, batch, lr: float) -> float:
         """Update from the ranks' batches at ``lr``; the union's mean loss."""
         local = self.step.gradients(batch) if batch is not None else None
-        rows, loss, self.samples = exchange(
-            local, len(batch) if batch is not None else 0, self.names, self.widths, self.distinct
-        )
+        started = time.perf_counter()
+        headers = gather_headers(local, len(batch) if batch is not None else 0, self.names)
+        gathered = time.perf_counter()
+        rows, loss = combine(local, headers, self.names, self.widths, self.distinct)
+        self.wait_seconds += gathered - started
+        self.transfer_seconds += time.perf_counter() - gathered
         self.step.optimizer.step(rows, lr)
         return loss
 
@@ -192,28 +198,34 @@ class DistributedStep:
         self.step.load_state_dict(state)
 
 
-def exchange(
+def gather_headers(local: Gradients | None, samples: int, names: list[str]) -> list[torch.Tensor]:
+    """Every rank's header: its samples, its mean loss, each parameter's row count."""
+    found = local.rows if local is not None else {}
+    counts = [len(found[name][0]) if name in found else 0 for name in names]
+    return _gather(
+        torch.tensor([samples, local.loss if local else 0.0, *counts], dtype=torch.float64)
+    )
+
+
+def combine(
     local: Gradients | None,
-    samples: int,
+    headers: list[torch.Tensor],
     names: list[str],
     widths: dict[str, int],
     distinct: DistinctRows,
-) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float, int]:
-    """The gradients of all ranks' batches together: each parameter's distinct rows and
-    their weighted sums, the union's mean loss, and its samples.
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """The gradients of all ranks' batches together (``headers``: every rank's, from
+    :func:`gather_headers`): each parameter's distinct rows and their weighted sums, and
+    the union's mean loss.
 
-    Three all-gathers: a header (samples, loss, each parameter's row count),
-    then every rank's rows and gradient values, padded to the longest. Each
-    rank then sums the same inputs in the same (rank) order, so all end with
-    the same bits.
+    Two all-gathers, of every rank's rows and of its gradient values, padded
+    to the longest. Each rank then sums the same inputs in the same (rank)
+    order, so all end with the same bits.
     """
     found = local.rows if local is not None else {}
-    counts = [len(found[name][0]) if name in found else 0 for name in names]
-    header = torch.tensor([samples, local.loss if local else 0.0, *counts], dtype=torch.float64)
-    headers = _gather(header)
     total = int(sum(h[0].item() for h in headers))
     loss = sum(h[0].item() * h[1].item() for h in headers) / max(total, 1)
-    share = samples / max(total, 1)
+    share = headers[dist.get_rank()][0].item() / max(total, 1)
     ids = [found[name][0] for name in names if name in found]
     values = [(found[name][1] * share).reshape(-1) for name in names if name in found]
     every_ids = _gather_varying(_joined(ids, torch.int64), [_rows(h) for h in headers])
@@ -233,7 +245,7 @@ def exchange(
         joined = torch.cat(name_ids)
         if len(joined):
             summed[name] = row_sums(distinct(joined), torch.cat(name_values))
-    return summed, loss, total
+    return summed, loss
 
 
 def _rows(header: torch.Tensor) -> int:

@@ -141,6 +141,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
                 dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
             )
             runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
+    exchange = _exchange_seconds(task.step) if ranks.parallel else {}
     task.step = None  # the optimizer's moments, two thirds of the training memory
     if not ranks.lead:
         return {"run": run.name, "rank": ranks.rank}
@@ -160,6 +161,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
             "epoch_start_lr": state.epoch_start_lr,
             "parts": state.parts,
             "processes": ranks.world,
+            **exchange,
             "config": config.to_dict(),
             "steps_by_threads": {str(n): count for n, count in tuner.steps_at.items()},
         }
@@ -170,6 +172,14 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
     summary["peak_rss_mb"] = peak_rss_mb()
     write_json(run.path(runs.SUMMARY), summary)
     return summary
+
+
+def _exchange_seconds(step: DistributedStep) -> dict[str, float]:
+    """Rank 0's seconds waiting for the other ranks' headers, and moving the gradients."""
+    return {
+        "exchange_wait_seconds": round(step.wait_seconds, 2),
+        "exchange_transfer_seconds": round(step.transfer_seconds, 2),
+    }
 
 
 def _watch(task: Task, run: Run, state: TrainState, lead: bool) -> None:

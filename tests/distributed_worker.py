@@ -4,7 +4,7 @@
         tests/distributed_worker.py MODE OUT [DATA]
 
 ``gradients``: each rank takes a batch of its own; rank 0 saves the summed
-rows of :func:`recsys_stream.distributed.exchange` and the gradients of the
+rows of :func:`recsys_stream.distributed.combine` and the gradients of the
 union batch on one process, to OUT/gradients.pt.
 ``train``: trains DATA for 2 epochs (run ``ranks``); every rank saves its
 final model to OUT/rank-R.pt, so the test can compare the replicas.
@@ -43,9 +43,10 @@ def gradients(out: Path) -> None:
     mine = batch_of(ranks.rank, 30 + 20 * ranks.rank)  # batches of unequal size
     names = sorted(step.optimizer.params)
     widths = {name: step.optimizer.params[name].shape[1] for name in names}
-    summed, loss, samples = distributed.exchange(
-        step.gradients(mine), len(mine), names, widths, DistinctRows(40)
-    )
+    local = step.gradients(mine)
+    headers = distributed.gather_headers(local, len(mine), names)
+    summed, loss = distributed.combine(local, headers, names, widths, DistinctRows(40))
+    samples = sum(int(header[0]) for header in headers)
     if ranks.lead:
         both = [batch_of(rank, 30 + 20 * rank) for rank in range(ranks.world)]
         union = Batch(

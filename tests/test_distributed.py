@@ -62,6 +62,7 @@ def test_two_ranks_keep_identical_replicas_and_reach_one_process_auc(planted, tm
         assert torch.equal(zero[name], one[name]), name  # bit-identical, never synced
     two = json.loads((planted / "runs" / "ranks" / runs.SUMMARY).read_text())
     assert two["processes"] == 2 and two["epochs"] == 2
+    assert 0 < two["exchange_transfer_seconds"] < two["train_seconds"]
     one_process = train(planted, name="one", quiet=True, options={"model": "mf_bias", **TRAIN})
     # The same rows a step; a rank whose share of the row groups (13) is done takes empty steps
     assert one_process["steps"] <= two["steps"] <= 1.15 * one_process["steps"]

@@ -47,6 +47,7 @@ RUNS = [
     ("movielens", ["bench_movielens.py"]),
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
+    ("distributed", ["bench_distributed.py", "--products", "500000"]),
 ]
 
 
@@ -114,6 +115,7 @@ def render(results: list[dict]) -> str:
             "ratings",
             "movielens",
             "sequences",
+            "distributed",
         )
     }
     out = [f"Measured by `make bench` {_days(results)}: {machine()}.", ""]
@@ -247,6 +249,7 @@ def render(results: list[dict]) -> str:
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
     out += render_sequences(of["sequences"])
+    out += render_distributed(of["distributed"])
     return "\n".join(out)
 
 
@@ -688,6 +691,46 @@ def render_sequences(results: list[dict]) -> list[str]:
             rows.append([r["stage"], r.get("train_seconds", r["seconds"]), rate, r["peak_rss_mb"]])
         out += table(["stage", "seconds", "per second", "peak RSS MiB"], rows)
     return out
+
+
+def render_distributed(results: list[dict]) -> list[str]:
+    """One process against two (bench_distributed.py): per setup, the seeds' mean."""
+    if not results:
+        return []
+    first = results[0]
+    out = [
+        "",
+        f"**Data-parallel training** ({first['products']:,} products, mf_bias, "
+        f"{first['epochs']} epochs, the same rows a step in each setup; mean of seeds "
+        f"{' and '.join(str(s) for s in sorted({r['seed'] for r in results}))}; exchange: "
+        "rank 0's seconds waiting for the other rank's header, then moving and summing the "
+        "gradient rows):",
+        "",
+    ]
+    rows = []
+    for setup in dict.fromkeys(r["setup"] for r in results):
+        mine = [r for r in results if r["setup"] == setup]
+        mean = {
+            k: sum(r[k] for r in mine) / len(mine)
+            for k in ("auc_all", "samples_per_s", "train_seconds", "peak_rss_mb")
+        }
+        exchange = "–"
+        if "exchange_wait_seconds" in mine[0]:
+            wait = sum(r["exchange_wait_seconds"] for r in mine) / len(mine)
+            moved = sum(r["exchange_transfer_seconds"] for r in mine) / len(mine)
+            exchange = f"{wait:.1f} s wait, {moved:.1f} s transfer"
+        rows.append(
+            [
+                setup,
+                " / ".join(f"{r['auc_all']:.4f}" for r in mine),
+                f"{round(mean['samples_per_s']):,}",
+                f"{mean['train_seconds']:.1f}",
+                exchange,
+                round(mean["peak_rss_mb"]),
+            ]
+        )
+    header = ["setup", "AUC (each seed)", "samples/s", "train s", "exchange", "peak RSS MiB"]
+    return out + table(header, rows)
 
 
 def _settings_text(r: dict) -> str:
