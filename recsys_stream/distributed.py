@@ -176,8 +176,10 @@ class DistributedStep:
         self.widths = {name: step.optimizer.params[name].shape[1] for name in self.names}
         self.distinct = DistinctRows(max(p.shape[0] for p in step.optimizer.params.values()))
         # Seconds in the exchange: waiting for the header (the slowest rank's
-        # batch, and the latency), then moving and summing the rows.
+        # batch, and the latency), then moving and summing the rows; and the
+        # bytes of rows and gradient rows each process received.
         self.wait_seconds = self.transfer_seconds = 0.0
+        self.received_bytes = 0
 
     def __call__(self, batch, lr: float) -> float:
         """Update from the ranks' batches at ``lr``; the union's mean loss."""
@@ -187,6 +189,11 @@ class DistributedStep:
         gathered = time.perf_counter()
         rows, loss = combine(local, headers, self.names, self.widths, self.distinct)
         self.wait_seconds += gathered - started
+        self.received_bytes += sum(
+            int(count) * (8 + 4 * self.widths[name])
+            for header in headers
+            for name, count in zip(self.names, header[2:].tolist())
+        )
         self.transfer_seconds += time.perf_counter() - gathered
         self.step.optimizer.step(rows, lr)
         return loss

@@ -121,6 +121,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
     run = Run(runs.run_dir(task.directory, name or task.default_name), config, task.identity)
     state = _starting_state(run, resume, task, ranks.lead)
     state.parts += 1
+    first_step = state.step
     tuner = ThreadTuner(threads or (0 if task.thread_invariant and not ranks.parallel else 1))
     quiet = quiet or not ranks.lead
     if not state.history:  # the curve starts at the untrained model
@@ -141,7 +142,8 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
                 dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
             )
             runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
-    exchange = _exchange_seconds(task.step) if ranks.parallel else {}
+    steps = state.step - first_step
+    exchange = _exchange_seconds(task.step, steps) if ranks.parallel else {}
     task.step = None  # the optimizer's moments, two thirds of the training memory
     if not ranks.lead:
         return {"run": run.name, "rank": ranks.rank}
@@ -174,11 +176,13 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
     return summary
 
 
-def _exchange_seconds(step: DistributedStep) -> dict[str, float]:
-    """Rank 0's seconds waiting for the other ranks' headers, and moving the gradients."""
+def _exchange_seconds(step: DistributedStep, steps: int) -> dict[str, float]:
+    """Rank 0's seconds waiting for the other ranks' headers and moving the gradients,
+    and the megabytes of rows and gradient rows it received a step (this part's steps)."""
     return {
         "exchange_wait_seconds": round(step.wait_seconds, 2),
         "exchange_transfer_seconds": round(step.transfer_seconds, 2),
+        "exchange_mb_per_step": round(step.received_bytes / max(steps, 1) / 1e6, 3),
     }
 
 

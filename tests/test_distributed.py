@@ -14,7 +14,11 @@ import pytest
 import torch
 from planted import write_planted
 
+from pipeline import ratings as ratings_module
 from pipeline.errors import PipelineError
+from pipeline.ratings import ratings
+from pipeline.split_ratings import split_ratings
+from pipeline.synth_ratings import generate_ratings
 from recsys_stream import distributed, runs
 from recsys_stream.__main__ import main
 from recsys_stream.distributor import train_on_spark
@@ -63,6 +67,10 @@ def test_two_ranks_keep_identical_replicas_and_reach_one_process_auc(planted, tm
     two = json.loads((planted / "runs" / "ranks" / runs.SUMMARY).read_text())
     assert two["processes"] == 2 and two["epochs"] == 2
     assert 0 < two["exchange_transfer_seconds"] < two["train_seconds"]
+    # a rank's 128 anchors with 6 others each touch at most 896 rows: their 32 floats,
+    # bias and ids; and the global bias
+    most = 2 * (128 * 7 * (8 + 4 * 32 + 8 + 4) + 12) / 1e6
+    assert most / 4 < two["exchange_mb_per_step"] < most
     one_process = train(planted, name="one", quiet=True, options={"model": "mf_bias", **TRAIN})
     # The same rows a step; a rank whose share of the row groups (13) is done takes empty steps
     assert one_process["steps"] <= two["steps"] <= 1.15 * one_process["steps"]
@@ -87,6 +95,24 @@ def test_a_two_process_checkpoint_resumes_on_one(planted):
     )
     assert resumed["processes"] == 1 and resumed["parts"] == 2 and resumed["epochs"] == 2
     assert resumed["steps"] > first["steps"] and resumed["auc_all"] > first["popularity_auc"]
+
+
+def test_two_processes_train_a_fused_rating_model_as_one_does(tmp_path, monkeypatch):
+    raw = tmp_path / "ratings.csv"
+    generate_ratings(raw, users=500, items=300, ratings=60_000, seed=1, quiet=True)
+    monkeypatch.setattr(ratings_module, "ROW_GROUP_ROWS", 4096)  # a train file of 12 groups
+    ratings(raw, tmp_path, quiet=True)
+    split_ratings(tmp_path, quiet=True)
+    common = ["train", str(tmp_path), "--model", "mf_bias", "--epochs", "6", "--quiet"]
+    common += ["--batch-size", "256", "--lr", "0.01", "--l2", "0.02", "--dim", "16"]
+    assert main([*common, "--name", "two", "--nproc", "2"]) == 0
+    assert main([*common, "--name", "one"]) == 0
+    two, one = (
+        json.loads((tmp_path / "runs" / name / runs.SUMMARY).read_text()) for name in ("two", "one")
+    )
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["rmse"] == pytest.approx(one["rmse"], abs=0.01)
+    assert two["rmse"] < 0.75 * two["global_mean_rmse"]  # as test_rating_models asks
 
 
 @pytest.mark.xdist_group("spark")
