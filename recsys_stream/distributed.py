@@ -80,12 +80,27 @@ def check_processes(data_dir, options: dict, processes: int) -> None:
     TrainConfig(**options)
     kind = task_kind(data_dir, options.get("model"), options.get("task"))
     config = TrainConfig.defaults(kind, **options)
-    if kind in ("sequences", "next-item") or config.step == "autograd":
+    if config.step == "autograd" or not _has_layout(kind, config):
         raise PipelineError(
             f"--nproc {processes}: only models with a fused step train on several processes; "
             f"--model {config.model} with --step {config.step} trains on one"
         )
     check_batch(config.batch_size, processes)
+
+
+def _has_layout(kind: str, config) -> bool:
+    """Whether the model has the fused step's layout: asked of a two-row instance."""
+    from recsys_stream.models import MODELS, build_model
+    from recsys_stream.rating_models import RATING_MODELS, build_rating_model
+
+    if kind == "pairs" and config.model in MODELS:
+        return (
+            build_model(config.model, 2, config.dim, config.init_std, config.seed).layout()
+            is not None
+        )
+    if kind == "ratings" and config.model in RATING_MODELS:
+        return build_rating_model(config.model, 2, 2, 1.0, 5.0, config).layout() is not None
+    return False  # sequence models, and a model the task will refuse itself
 
 
 def check_batch(batch_size: int, processes: int) -> None:

@@ -97,7 +97,7 @@ def test_a_two_process_checkpoint_resumes_on_one(planted):
     assert resumed["steps"] > first["steps"] and resumed["auc_all"] > first["popularity_auc"]
 
 
-def test_two_processes_train_a_fused_rating_model_as_one_does(tmp_path, monkeypatch):
+def test_two_processes_train_a_fused_rating_model_as_one_does(tmp_path, monkeypatch, capsys):
     raw = tmp_path / "ratings.csv"
     generate_ratings(raw, users=500, items=300, ratings=60_000, seed=1, quiet=True)
     monkeypatch.setattr(ratings_module, "ROW_GROUP_ROWS", 4096)  # a train file of 12 groups
@@ -113,6 +113,12 @@ def test_two_processes_train_a_fused_rating_model_as_one_does(tmp_path, monkeypa
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["rmse"] == pytest.approx(one["rmse"], abs=0.01)
     assert two["rmse"] < 0.75 * two["global_mean_rmse"]  # as test_rating_models asks
+    capsys.readouterr()
+    assert main(["train", str(tmp_path), "--model", "embedding_net", "--nproc", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --nproc 2: only models with a fused step train on several processes; "
+        "--model embedding_net with --step auto trains on one\n"
+    )
 
 
 @pytest.mark.xdist_group("spark")
