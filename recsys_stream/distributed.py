@@ -4,8 +4,9 @@ Every rank holds the whole model (replicated tables) and streams its own
 share of the train file's row groups (:meth:`RowGroupStream.shard`), a
 batch of ``batch_size / N`` rows a step. A step's gradients are the fused
 step's: each table's distinct touched rows and their gradient rows. The
-ranks gather them all (:func:`exchange`), and every rank sums them in rank
-order into the gradient of the union of the N batches, then applies the
+ranks gather them all (:func:`gather_headers`, :func:`combine`), and every
+rank sums them in rank order into the gradient of the union of the N
+batches, then applies the
 same lazy Adam update: the replicas stay bit-identical without ever
 sending a table. Rank 0 alone writes the run; every rank scores the same
 curve points, so early stopping decides the same everywhere.
@@ -13,8 +14,8 @@ curve points, so early stopping decides the same everywhere.
 Launched by ``torchrun`` (``python -m recsys_stream train ... --nproc N``
 does it), or on a Spark cluster by :mod:`recsys_stream.distributor`.
 Gloo runs the collectives on CPU; a step costs three all-gathers (a header
-of counts, the rows, the gradients; :func:`gather_headers` and
-:func:`combine`), whose volume is the touched rows, never the tables.
+of counts, the rows, the gradients), whose volume is the touched rows,
+never the tables.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Data-parallel training: one process against two (torchrun), samples/s, AUC and the
 exchange's share of the time.
 
-    python tests/bench/bench_distributed.py --products 500000 --epochs 3 --seeds 42,43
+    python tests/bench/bench_distributed.py --products 500000 --epochs 1 --seeds 42,43
 
 On the catalog bench_train.py builds, mf_bias with its defaults but
 ``--epochs``, at each seed: one process with threads chosen by measurement
@@ -22,7 +22,7 @@ SETUPS = {"1 process": {}, "1 process, 1 thread": {"threads": 1}, "2 processes":
 
 def main() -> None:
     parser = catalog_parser(__doc__, 500_000)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seeds", default="42,43")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
@@ -45,7 +45,11 @@ def main() -> None:
                 "seconds": s["seconds"],
                 "peak_rss_mb": s["peak_rss_mb"],
             }
-            for key in ("exchange_wait_seconds", "exchange_transfer_seconds"):
+            for key in (
+                "exchange_wait_seconds",
+                "exchange_transfer_seconds",
+                "exchange_mb_per_step",
+            ):
                 if key in s:
                     found[key] = s[key]
             print(json.dumps(found), flush=True)
