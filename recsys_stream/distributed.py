@@ -175,7 +175,7 @@ def lockstep(batches: Iterable, ranks: Ranks) -> Iterator:
 class DistributedStep:
     """A fused step whose gradients are summed over the ranks before its update.
 
-    ``step`` has ``gradients(batch) -> Gradients`` and ``optimizer``; a rank
+    ``step`` has ``gradients(batch) -> Gradients``, ``optimizer`` and ``distinct``; a rank
     without a batch contributes nothing to the sum. Each rank's gradient is
     of its batch's mean, so it is weighed by its batch's share of the
     step's samples: the sum is the gradient of the union's mean.
@@ -190,7 +190,7 @@ class DistributedStep:
         self.step, self.ranks, self.kind = step, ranks, step.kind
         self.names = sorted(step.optimizer.params)
         self.widths = {name: step.optimizer.params[name].shape[1] for name in self.names}
-        self.distinct = DistinctRows(max(p.shape[0] for p in step.optimizer.params.values()))
+        self.distinct = step.distinct  # its scratch array: free once the gradients are made
         # Seconds in the exchange: waiting for the header (the slowest rank's
         # batch, and the latency), then moving and summing the rows; and the
         # bytes of rows and gradient rows each process received.
