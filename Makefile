@@ -31,6 +31,11 @@ EPOCHS ?=
 DIM ?=
 NEGATIVES ?=
 BATCH_SIZE ?=
+# The engine of parse, pairs and split: unset means polars on this machine;
+# ENGINE=spark runs them on Spark at SPARK_MASTER (unset: local[*]). Not a
+# stage setting: both engines write the same files, so switching reruns nothing.
+ENGINE ?=
+SPARK_MASTER ?=
 DEMO_PRODUCTS ?= 100000
 QUIET ?=
 quiet = $(if $(QUIET),--quiet)
@@ -67,9 +72,11 @@ flag = $(if $(2),$(1) $(2))
 TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--negatives,$(NEGATIVES)) $(call flag,--batch-size,$(BATCH_SIZE)) \
 	$(call flag,--seed,$(SEED))
+ENGINE_FLAGS = $(call flag,--engine,$(ENGINE)) $(call flag,--spark-master,$(SPARK_MASTER))
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--negatives,$(VAL_NEGATIVES)) \
 	$(call flag,--seed,$(SEED))
-RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
+RATING_ENGINE_FLAGS = $(call flag,--engine,$(ENGINE)) $(call flag,--spark-master,$(SPARK_MASTER))
+SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 SEQUENCE_FLAGS = $(call flag,--max-length,$(MAX_LENGTH)) $(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench constraints clean distclean \
@@ -80,6 +87,7 @@ help:
 	@echo "make demo         whole pipeline on a synthetic catalog (DEMO_PRODUCTS=$(DEMO_PRODUCTS))"
 	@echo "make electronics  meta_Electronics.json.gz (downloaded, or RAW=path)"
 	@echo "make books        meta_Books.json.gz (downloaded, or RAW=path)"
+	@echo "                  ENGINE=spark [SPARK_MASTER=url]: parse, pairs and split on Spark"
 	@echo "make movielens    MovieLens 100K's u.data (downloaded, or RAW=path [TITLES=u.item])"
 	@echo "make ratings      RAW=any ratings file [NAME=$(NAME)] [TITLES=file]: the rating models"
 	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
@@ -168,11 +176,11 @@ $(eval $(call SETTINGS,$(DATA)/$(1)/.make/split,$(SPLIT_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/walks,$(SEED)))
 $(DATA)/$(1)/parse.json: $(2) $(DATA)/$(1)/.make/parse
-	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(quiet)
+	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(ENGINE_FLAGS) $(quiet)
 $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json $(DATA)/$(1)/.make/pairs
-	$(PYTHON) -m pipeline pairs $(DATA)/$(1) $(quiet)
+	$(PYTHON) -m pipeline pairs $(DATA)/$(1) $(ENGINE_FLAGS) $(quiet)
 $(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json $(DATA)/$(1)/.make/split
-	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(quiet)
+	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(ENGINE_FLAGS) $(quiet)
 # --resume auto: a killed training continues from its checkpoint when the
 # settings match; changed settings start afresh.
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/train

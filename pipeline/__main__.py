@@ -16,6 +16,7 @@ from pipeline import (
     rating_formats,
     ratings,
     sequences,
+    spark,
     split,
     split_ratings,
     synth,
@@ -60,7 +61,15 @@ def _synth_ratings(a: argparse.Namespace) -> None:
 
 
 def _parse(a: argparse.Namespace) -> None:
-    stats = parse.parse(a.raw, a.out, fmt=a.format, workers=a.workers, quiet=a.quiet)
+    stats = parse.parse(
+        a.raw,
+        a.out,
+        fmt=a.format,
+        workers=a.workers,
+        quiet=a.quiet,
+        engine=a.engine,
+        spark_master=a.spark_master,
+    )
     cli.summary(
         "parse", stats, ["format", "lines", "products", "duplicates", "rejected", "seconds"]
     )
@@ -73,13 +82,21 @@ def _pairs(a: argparse.Namespace) -> None:
         min_also_bought=a.min_also_bought,
         require_title=a.require_title,
         quiet=a.quiet,
+        engine=a.engine,
+        spark_master=a.spark_master,
     )
     cli.summary("pairs", stats, ["products_read", "pairs", "vocabulary", "seconds"])
 
 
 def _split(a: argparse.Namespace) -> None:
     stats = split.split(
-        a.dir, val_prop=a.val_prop, seed=a.seed, negatives=a.negatives, quiet=a.quiet
+        a.dir,
+        val_prop=a.val_prop,
+        seed=a.seed,
+        negatives=a.negatives,
+        quiet=a.quiet,
+        engine=a.engine,
+        spark_master=a.spark_master,
     )
     cli.summary("split", stats, ["train", "val_positives", "val_negatives", "seconds"])
 
@@ -122,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress bar")
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument(
+        "--engine",
+        choices=spark.ENGINES,
+        default=spark.DEFAULT_ENGINE,
+        help="polars on this machine, or Spark (pip install -e '.[spark]', Java 17) "
+        "(default: %(default)s)",
+    )
+    engine.add_argument(
+        "--spark-master",
+        default=None,
+        help="with --engine spark: the cluster's master URL (default: the running "
+        f"session's, else {spark.DEFAULT_SPARK_MASTER})",
+    )
 
     p = commands.add_parser("synth", parents=[quiet], help="generate a synthetic catalog")
     p.add_argument("out", help="output file; gzipped when it ends in .gz")
@@ -160,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(main=_synth_ratings)
 
-    p = commands.add_parser("parse", parents=[quiet], help="metadata file to products.parquet")
+    p = commands.add_parser(
+        "parse", parents=[quiet, engine], help="metadata file to products.parquet"
+    )
     p.add_argument("raw", help="metadata file: .json or .jsonl, optionally .gz")
     p.add_argument("--out", required=True, help="dataset directory to write")
     p.add_argument("--format", choices=parse.FORMATS, default=None, help="default: detect")
@@ -168,11 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=parse.DEFAULT_WORKERS,
-        help="parser processes (default: %(default)s)",
+        help="parser processes of the polars engine (default: %(default)s)",
     )
     p.set_defaults(main=_parse)
 
-    p = commands.add_parser("pairs", parents=[quiet], help="products to weighted pairs + vocab")
+    p = commands.add_parser(
+        "pairs", parents=[quiet, engine], help="products to weighted pairs + vocab"
+    )
     p.add_argument("dir", help="dataset directory holding products.parquet")
     p.add_argument(
         "--weights",
@@ -194,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(main=_pairs)
 
-    p = commands.add_parser("split", parents=[quiet], help="pairs to train/val with negatives")
+    p = commands.add_parser(
+        "split", parents=[quiet, engine], help="pairs to train/val with negatives"
+    )
     p.add_argument("dir", help="dataset directory holding pairs.parquet and vocab.parquet")
     p.add_argument(
         "--val-prop",

@@ -61,12 +61,14 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
+from pipeline.spark import DEFAULT_ENGINE, check_engine, session
 
 DEFAULT_WEIGHTS = {"bought_together": 1.2, "also_bought": 1.0, "also_viewed": 0.5}
 DEFAULT_MIN_ALSO_BOUGHT = 2
 DEFAULT_REQUIRE_TITLE = True
 ROW_GROUP_ROWS = 1 << 20  # rows per row group of pairs.parquet and vocab.parquet
 PHASES = ("count", "dictionary", "group", "vocab", "pairs")
+SPARK_PHASES = ("count", "group", "vocab", "pairs")  # Spark groups asins: no dictionary
 FILTERS = ("no_title", "few_also_bought", "no_relation")  # checked in this order
 
 _HIGH = 1 << 32  # pair key = lo * _HIGH + hi
@@ -80,6 +82,8 @@ def build_pairs(
     min_also_bought: int = DEFAULT_MIN_ALSO_BOUGHT,
     require_title: bool = DEFAULT_REQUIRE_TITLE,
     quiet: bool = False,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str | None = None,
 ) -> dict:
     """Turn ``data_dir/products.parquet`` into vocab, pairs and stats; return the stats.
 
@@ -87,9 +91,12 @@ def build_pairs(
     relations it leaves out are ignored. Products are skipped without a title
     (when ``require_title``), with fewer than ``min_also_bought`` distinct
     also_bought entries, or without any entry in a weighted list.
+    ``engine`` "spark" runs on Spark at ``spark_master`` (pairs_spark.py):
+    the same files and counts.
     """
     data_dir = Path(data_dir)
     weights = check_weights(weights)
+    check_engine(engine)
     if min_also_bought < 0:
         raise PipelineError(f"min_also_bought must be >= 0, got {min_also_bought}")
     products = data_dir / PRODUCTS
@@ -100,16 +107,16 @@ def build_pairs(
     started = time.perf_counter()
     phase_seconds: dict[str, float] = {}
     phase_peak: dict[str, float] = {}  # peak RSS so far at the end of each phase
+    phases = SPARK_PHASES if engine == "spark" else PHASES
     # Renames run innermost first: pairs, vocab, then pairs.json, the mark of a whole run.
     with (
         atomic_output(data_dir / PAIRS_STATS) as stats_tmp,
         temporary_folder(data_dir / "pairs-work") as work,
         atomic_output(data_dir / VOCAB) as vocab_tmp,
         atomic_output(data_dir / PAIRS) as pairs_tmp,
-        progress(len(PHASES), "phase", "pairs", quiet) as bar,
+        progress(len(phases), "phase", "pairs", quiet) as bar,
     ):
         bar.unit_scale = False  # whole phases, not 1.00/5.00
-        grouped = Path(work) / "grouped.parquet"
 
         @contextlib.contextmanager
         def phase(name: str) -> Iterator[None]:
@@ -120,42 +127,21 @@ def build_pairs(
             phase_peak[name] = peak_rss_mb()
             bar.update(1)
 
-        catalog = classified(products, weights, min_also_bought, require_title)
-        kept = catalog.filter(pl.col("status") == "kept")
-        with phase("count"):
-            counts = _counts(catalog, weights)
-        with phase("dictionary"):
-            asins = distinct_asins(kept, weights).collect(engine=_ENGINE).get_column("asin").sort()
-        with phase("group"):
-            grouped_pairs(kept, weights, pl.Enum(asins)).sink_parquet(grouped, engine=_ENGINE)
-        with phase("vocab"):
-            vocab = vocabulary(grouped, asins, products)
-            table = vocab.select(VOCAB_SCHEMA.names).to_arrow()
-            pq.write_table(
-                table.cast(stamped(VOCAB_SCHEMA, "pairs", **lineage)),
-                vocab_tmp,
-                row_group_size=ROW_GROUP_ROWS,
-                compression="zstd",
-            )
-        with phase("pairs"):
-            code_counts = (
-                pl.scan_parquet(grouped)
-                .group_by("code")
-                .agg(pairs=pl.len())
-                .collect(engine=_ENGINE)
-            )
-            remapped(grouped, vocab, weights).sink_parquet(
-                pairs_tmp,
-                arrow_schema=stamped(PAIRS_SCHEMA, "pairs", **lineage),
-                row_group_size=ROW_GROUP_ROWS,
-                compression="zstd",
-                engine=_ENGINE,
-            )
+        task = (products, weights, min_also_bought, require_title, lineage)
+        outputs = (vocab_tmp, pairs_tmp, Path(work), phase)
+        if engine == "spark":
+            from pipeline.pairs_spark import pairs_on_spark
+
+            with session(spark_master, quiet) as spark:
+                counts, code_counts, summary = pairs_on_spark(spark, *task, *outputs)
+        else:
+            counts, code_counts, summary = _pairs_on_polars(*task, *outputs)
         bar.set_description("pairs")
         seconds = time.perf_counter() - started
-        stats = _stats(counts, code_counts, vocab, weights)
+        stats = _stats(counts, code_counts, summary, weights)
         stats.update(
             {
+                "engine": engine,
                 "min_also_bought": min_also_bought,
                 "require_title": require_title,
                 **lineage,
@@ -170,6 +156,57 @@ def build_pairs(
         )
         stats_tmp.write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def _pairs_on_polars(
+    products: Path,
+    weights: Mapping[str, float],
+    min_also_bought: int,
+    require_title: bool,
+    lineage: dict[str, str],
+    vocab_path: Path,
+    pairs_path: Path,
+    work: Path,
+    phase,
+) -> tuple[dict, pl.DataFrame, dict]:
+    """Write vocab and pairs with polars; return (counts, pairs per ``code``,
+    vocabulary summary), the inputs of _stats. ``phase(name)`` times each phase."""
+    grouped = work / "grouped.parquet"
+    catalog = classified(products, weights, min_also_bought, require_title)
+    kept = catalog.filter(pl.col("status") == "kept")
+    with phase("count"):
+        counts = _counts(catalog, weights)
+    with phase("dictionary"):
+        asins = distinct_asins(kept, weights).collect(engine=_ENGINE).get_column("asin").sort()
+    with phase("group"):
+        grouped_pairs(kept, weights, pl.Enum(asins)).sink_parquet(grouped, engine=_ENGINE)
+    with phase("vocab"):
+        vocab = vocabulary(grouped, asins, products)
+        table = vocab.select(VOCAB_SCHEMA.names).to_arrow()
+        pq.write_table(
+            table.cast(stamped(VOCAB_SCHEMA, "pairs", **lineage)),
+            vocab_path,
+            row_group_size=ROW_GROUP_ROWS,
+            compression="zstd",
+        )
+    with phase("pairs"):
+        code_counts = (
+            pl.scan_parquet(grouped).group_by("code").agg(pairs=pl.len()).collect(engine=_ENGINE)
+        )
+        remapped(grouped, vocab, weights).sink_parquet(
+            pairs_path,
+            arrow_schema=stamped(PAIRS_SCHEMA, "pairs", **lineage),
+            row_group_size=ROW_GROUP_ROWS,
+            compression="zstd",
+            engine=_ENGINE,
+        )
+    summary = {
+        "vocabulary": vocab.height,
+        "out_of_catalog": int((~vocab.get_column("in_catalog")).sum()),
+        "without_title": int(vocab.get_column("title").null_count()),
+        "degrees": int(vocab.get_column("degree").sum() or 0),
+    }
+    return counts, code_counts, summary
 
 
 def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -359,8 +396,12 @@ def _counts(catalog: pl.LazyFrame, weights: Mapping[str, float]) -> dict:
     return {key: int(value or 0) for key, value in row.items()}
 
 
-def _stats(counts: dict, code_counts: pl.DataFrame, vocab: pl.DataFrame, weights: dict) -> dict:
-    """pairs.json, checking that rows, pairs and degrees add up."""
+def _stats(counts: dict, code_counts: pl.DataFrame, vocab: dict, weights: dict) -> dict:
+    """pairs.json, checking that rows, pairs and degrees add up.
+
+    ``vocab``: the vocabulary's size, its products out of the catalog and
+    without a title, and its degrees' sum.
+    """
     rows = {name: counts[f"rows_{name}"] for name in weights}
     selfs = {name: counts[f"self_{name}"] for name in weights}
     by_weight: dict[float, int] = {}
@@ -375,7 +416,7 @@ def _stats(counts: dict, code_counts: pl.DataFrame, vocab: pl.DataFrame, weights
         linked_rows += n * sum(per.values())
     pairs = int(code_counts.get_column("pairs").sum() or 0)
     total_rows, total_selfs = sum(rows.values()), sum(selfs.values())
-    degrees = int(vocab.get_column("degree").sum() or 0)
+    degrees = vocab["degrees"]
     if linked_rows != total_rows - total_selfs or degrees != 2 * pairs:
         raise RuntimeError(
             f"pair accounting is off: rows {total_rows} - self {total_selfs} != {linked_rows}"
@@ -390,9 +431,9 @@ def _stats(counts: dict, code_counts: pl.DataFrame, vocab: pl.DataFrame, weights
         "self_pair_rows_dropped": total_selfs,
         "self_pair_rows_dropped_by_relation": selfs,
         "pairs": pairs,
-        "vocabulary": vocab.height,
-        "vocabulary_out_of_catalog": int((~vocab.get_column("in_catalog")).sum()),
-        "vocabulary_without_title": int(vocab.get_column("title").null_count()),
+        "vocabulary": vocab["vocabulary"],
+        "vocabulary_out_of_catalog": vocab["out_of_catalog"],
+        "vocabulary_without_title": vocab["without_title"],
         "weight_histogram": {str(w): by_weight[w] for w in sorted(by_weight)},
         "pairs_by_relations": dict(sorted(by_relations.items())),
         "weights": weights,

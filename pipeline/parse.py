@@ -35,11 +35,12 @@ from pipeline.contracts import (
 )
 from pipeline.decode import Reject, decode_block, preview
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, write_json
+from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.formats import FORMATS, detect_format, open_raw
 from pipeline.memory import peak_rss_mb
 from pipeline.normalise import to_batch
 from pipeline.progress import progress
+from pipeline.spark import DEFAULT_ENGINE, check_engine, session
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 BLOCK_BYTES = 4 << 20  # bytes of whole lines handed to a parser at once
@@ -55,11 +56,15 @@ def parse(
     fmt: str | None = None,
     workers: int = DEFAULT_WORKERS,
     quiet: bool = False,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str | None = None,
 ) -> dict:
     """Parse the metadata file ``raw`` into the dataset directory ``out``; return the stats.
 
     ``fmt`` is one of FORMATS, or None to detect it from the first lines.
-    ``workers`` > 1 parses blocks in that many processes.
+    ``workers`` > 1 parses blocks in that many processes (local engine).
+    ``engine`` "spark" runs on Spark at ``spark_master`` (parse_spark.py):
+    the same files and counts.
     """
     raw, out = Path(raw), Path(out)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -67,6 +72,7 @@ def parse(
     fmt = fmt or detect_format(raw)
     if fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    check_engine(engine)
     clear_stale_temporaries(out)
     started = time.perf_counter()
     with (
@@ -77,7 +83,14 @@ def parse(
         gc_was_enabled = gc.isenabled()
         gc.disable()  # millions of small acyclic containers: the collector only costs time
         stack.callback(lambda: gc_was_enabled and gc.enable())
-        tally = _write(raw, fmt, products_tmp, rejects_tmp, workers, quiet)
+        if engine == "spark":
+            from pipeline.parse_spark import parse_on_spark
+
+            spark = stack.enter_context(session(spark_master, quiet))
+            work = stack.enter_context(temporary_folder(out / "parse-work"))
+            tally = parse_on_spark(spark, raw, fmt, products_tmp, rejects_tmp, work)
+        else:
+            tally = _write(raw, fmt, products_tmp, rejects_tmp, workers, quiet)
     seconds = time.perf_counter() - started
     if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
         raise RuntimeError(f"line accounting is off: {tally}")
@@ -89,6 +102,7 @@ def parse(
         "seconds": round(seconds, 2),
         "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
         "workers": workers,
+        "engine": engine,
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / PARSE_STATS, stats)

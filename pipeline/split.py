@@ -1,6 +1,8 @@
 """Stage 3: split pairs.parquet into shuffled train pairs and labelled val pairs.
 
-Writes ``train.parquet`` (TRAIN_SCHEMA: the train pairs in a seeded random
+The pairs are put in a seeded random order, by :func:`shuffle_keys`; the
+first ``floor(pairs * val_prop + 0.5)`` are the val positives and the rest the
+train pairs. Writes ``train.parquet`` (TRAIN_SCHEMA: the train pairs in that
 order, so a sequential read is already shuffled, in row groups of
 ROW_GROUP_ROWS that the trainer shards between DataLoader workers),
 ``val.parquet`` (VAL_SCHEMA: the val positives and as many negatives, sorted
@@ -22,9 +24,8 @@ shuffle-slice trick and both excluding every true pair:
   popularity: popularity alone scores about 0.5, and only what a model knows
   beyond popularity counts.
 
-The val share is ``floor(pairs * val_prop + 0.5)`` pairs (nearest integer,
-halves up). Same input and seed give byte-identical Parquet files; the order
-of the input rows does not matter (the pairs are sorted by (src, dst) first).
+Same input and seed give byte-identical Parquet files; the order of the input
+rows does not matter (the order is a hash of each pair and the seed).
 
 Memory: the four pair columns and one int64 key per pair (21 bytes a pair,
 560 MB for Books' 26.6M pairs) plus temporaries of the same order; the peak
@@ -33,6 +34,7 @@ was 1.8 GB on a synthetic catalog of Books' size (tests/bench/bench_split.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -60,9 +62,10 @@ from pipeline.contracts import (
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, write_json
+from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
+from pipeline.spark import DEFAULT_ENGINE, check_engine, session
 
 DEFAULT_VAL_PROP = 0.33
 DEFAULT_SEED = 42
@@ -74,6 +77,7 @@ ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
 MAX_ROUNDS = 100
 MIN_CHUNK = 65_536  # candidates checked at once when topping up
 REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
+_WORD = (1 << 64) - 1
 
 
 def split(
@@ -82,6 +86,8 @@ def split(
     seed: int = DEFAULT_SEED,
     negatives: str = DEFAULT_NEGATIVES,
     quiet: bool = False,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str | None = None,
 ) -> dict:
     """Split ``data_dir``'s pairs into train and val files; return the stats.
 
@@ -91,6 +97,8 @@ def split(
     the negatives: train and the val positives depend on the seed alone. A val row is
     ``seen`` when both of its products occur in a train pair, for positives
     and negatives alike, so AUC over seen rows has both classes.
+    ``engine`` "spark" sorts the pairs into their order on Spark at
+    ``spark_master`` (split_spark.py): the same files and counts.
     """
     data_dir = Path(data_dir)
     if not 0 < val_prop < 1:  # also refuses NaN
@@ -101,6 +109,7 @@ def split(
         raise PipelineError(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
         )
+    check_engine(engine)
     clear_stale_temporaries(data_dir)
     pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
     vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
@@ -119,39 +128,49 @@ def split(
             f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
         )
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_pairs)
-    train_rows = order[n_val:]  # the seeded order train is written in
-    is_val = np.zeros(n_pairs, dtype=bool)
-    is_val[order[:n_val]] = True
-    val_rows = np.flatnonzero(is_val)  # in (src, dst) order
-    del order, is_val
-
-    in_train = np.zeros(n_products, dtype=bool)
-    in_train[src[train_rows]] = True
-    in_train[dst[train_rows]] = True
-
-    val_src, val_dst = src[val_rows], dst[val_rows]
-    occurrences = np.concatenate([val_src, val_dst])
-    _check_feasible(occurrences, src, dst, n_products, n_val, data_dir / PAIRS)
-    deck = np.unique(occurrences) if negatives == "products" else occurrences
-    neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
-    sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
-    del occurrences, deck, keys
-
     val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
-    val = _val_table(
-        val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products, val_schema
-    )
-    seen = val.column("seen").to_numpy()
-    positive = val.column("label").to_numpy() == 1
+    train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
     with (
         atomic_output(data_dir / TRAIN) as train_tmp,
         atomic_output(data_dir / VAL) as val_tmp,
-        progress(len(train_rows) + val.num_rows, "rows", "split write", quiet) as bar,
+        progress(n_pairs + n_val, "rows", "split write", quiet) as bar,
+        contextlib.ExitStack() as stack,
     ):
-        train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
-        _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
+        if engine == "spark":
+            from pipeline.split_spark import split_on_spark
+
+            spark = stack.enter_context(session(spark_master, quiet))
+            work = stack.enter_context(temporary_folder(data_dir / "split-work"))
+            val_rows, in_train, n_train = split_on_spark(
+                spark, data_dir / PAIRS, seed, n_val, n_products, train_tmp, train_schema, work, bar
+            )
+            val_rows = np.searchsorted(keys, val_rows)  # positions in (src, dst) order
+        else:
+            order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
+            train_rows = order[n_val:]
+            val_rows = np.sort(order[:n_val])  # in (src, dst) order
+            del order
+            in_train = np.zeros(n_products, dtype=bool)
+            in_train[src[train_rows]] = True
+            in_train[dst[train_rows]] = True
+            n_train = len(train_rows)
+            _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
+            del train_rows
+
+        val_src, val_dst = src[val_rows], dst[val_rows]
+        occurrences = np.concatenate([val_src, val_dst])
+        _check_feasible(occurrences, src, dst, n_products, n_val, data_dir / PAIRS)
+        deck = np.unique(occurrences) if negatives == "products" else occurrences
+        rng = np.random.default_rng(seed)
+        neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
+        sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
+        del occurrences, deck, keys
+
+        val = _val_table(
+            val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products, val_schema
+        )
+        seen = val.column("seen").to_numpy()
+        positive = val.column("label").to_numpy() == 1
         _write_table(val_tmp, val, val_schema, bar)
 
     seconds = time.perf_counter() - started
@@ -161,7 +180,7 @@ def split(
         "data_dir": str(data_dir),
         "pairs": n_pairs,
         "products": n_products,
-        "train": len(train_rows),
+        "train": n_train,
         "val_positives": n_val,
         "val_negatives": len(neg_src),
         "negatives": negatives,
@@ -175,6 +194,7 @@ def split(
         "rounds": sampling["rounds"],
         "val_prop": val_prop,
         "seed": int(seed),
+        "engine": engine,
         **lineage,
         "row_group_rows": ROW_GROUP_ROWS,
         "seconds": round(seconds, 2),
@@ -183,6 +203,24 @@ def split(
     }
     write_json(data_dir / SPLIT_STATS, stats)
     return stats
+
+
+def shuffle_keys(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
+    """Each pair's place in the seeded shuffle: a seeded hash of (src, dst), as int64.
+
+    The hash is SplitMix64's mixer of ``src << 32 | dst`` plus a multiple of
+    the seed: a bijection of 64-bit words, so distinct pairs never tie and
+    sorting by it is a random order that depends on nothing but the pairs and
+    the seed. Both engines sort by it (Spark through this very function).
+    """
+    z = (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    z += np.uint64((int(seed) * 0x9E3779B97F4A7C15) & _WORD)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z.view(np.int64)
 
 
 def validation_size(n_pairs: int, val_prop: float) -> int:

@@ -48,6 +48,7 @@ RUNS = [
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
     ("distributed", ["bench_distributed.py", "--products", "500000", "--epochs", "1"]),
+    ("spark", ["bench_spark.py", "--products", "500000"]),
 ]
 
 
@@ -116,6 +117,7 @@ def render(results: list[dict]) -> str:
             "movielens",
             "sequences",
             "distributed",
+            "spark",
         )
     }
     out = [f"Measured by `make bench` {_days(results)}: {machine()}.", ""]
@@ -249,7 +251,7 @@ def render(results: list[dict]) -> str:
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
     out += render_sequences(of["sequences"])
-    out += render_distributed(of["distributed"])
+    out += render_distributed(of["distributed"]) + render_spark(of["spark"])
     return "\n".join(out)
 
 
@@ -731,6 +733,66 @@ def render_distributed(results: list[dict]) -> list[str]:
         )
     header = ["setup", "AUC (each seed)", "samples/s", "train s", "exchange", "peak RSS MiB"]
     return out + table(header, rows)
+
+
+def render_spark(results: list[dict]) -> list[str]:
+    """The data stages on Spark against polars (bench_spark.py), and whether they agree."""
+    stages = [r for r in results if r["engine"] in ("polars", "spark")]
+    if not stages:
+        return []
+    first = stages[0]
+    master = next(r["master"] for r in stages if r["master"])
+    out = [
+        "",
+        f"**The data stages on Spark `{master}` against polars** ({first['products']:,} "
+        f"products, a {first['raw_mb']} MB 2014-format file; each stage one command, as "
+        "`make ENGINE=spark` runs it, so Spark's seconds include starting its JVM; peak RSS "
+        "of the whole process tree: driver, JVM and Python workers):",
+        "",
+    ]
+    rows = []
+    for stage in dict.fromkeys(r["stage"] for r in stages):
+        by = {r["engine"]: r for r in stages if r["stage"] == stage}
+        rows.append(
+            [
+                stage,
+                f"{by['polars']['wall_seconds']:.1f}",
+                f"{by['spark']['wall_seconds']:.1f}",
+                round(by["polars"]["peak_tree_rss_mb"]),
+                round(by["spark"]["peak_tree_rss_mb"]),
+            ]
+        )
+    header = ["stage", "polars s", "Spark s", "polars peak MiB", "Spark peak MiB"]
+    out += table(header, rows)
+    for r in results:
+        if r["engine"] == "both":
+            same = [name for name, equal in r["equal"].items() if equal]
+            differ = [name for name, equal in r["equal"].items() if not equal]
+            out += [
+                "",
+                f"Equal files from both engines: {', '.join(same) or 'none'}"
+                + (f"; different: {', '.join(differ)}" if differ else "")
+                + ".",
+            ]
+    moved = [r for r in results if r["engine"] == "volumes"]
+    if moved:
+        out += [
+            "",
+            "Bytes Spark moved (its monitoring API; the basis of the cluster projection):",
+            "",
+        ]
+        rows = [
+            [
+                r["stage"],
+                f"{r['rows']:,}",
+                f"{r['shuffle_write_bytes'] / 1e6:,.0f}",
+                f"{r['shuffle_write_bytes'] / r['rows']:.0f}",
+                f"{r['output_bytes'] / 1e6:,.0f}",
+            ]
+            for r in moved
+        ]
+        out += table(["stage", "rows", "shuffle MB", "shuffle bytes a row", "written MB"], rows)
+    return out
 
 
 def _settings_text(r: dict) -> str:
