@@ -39,6 +39,11 @@ def _weights(text: str) -> dict[str, float]:
     return weights
 
 
+def _engine(a: argparse.Namespace) -> dict:
+    """The --engine options of a data stage, as its keyword arguments."""
+    return {"engine": a.engine, "spark_master": a.spark_master}
+
+
 def _synth(a: argparse.Namespace) -> None:
     stats = synth.generate(
         a.out, a.products, fmt=a.format, seed=a.seed, messy=a.messy, quiet=a.quiet
@@ -67,8 +72,7 @@ def _parse(a: argparse.Namespace) -> None:
         fmt=a.format,
         workers=a.workers,
         quiet=a.quiet,
-        engine=a.engine,
-        spark_master=a.spark_master,
+        **_engine(a),
     )
     cli.summary(
         "parse", stats, ["format", "lines", "products", "duplicates", "rejected", "seconds"]
@@ -82,8 +86,7 @@ def _pairs(a: argparse.Namespace) -> None:
         min_also_bought=a.min_also_bought,
         require_title=a.require_title,
         quiet=a.quiet,
-        engine=a.engine,
-        spark_master=a.spark_master,
+        **_engine(a),
     )
     cli.summary("pairs", stats, ["products_read", "pairs", "vocabulary", "seconds"])
 
@@ -95,8 +98,7 @@ def _split(a: argparse.Namespace) -> None:
         seed=a.seed,
         negatives=a.negatives,
         quiet=a.quiet,
-        engine=a.engine,
-        spark_master=a.spark_master,
+        **_engine(a),
     )
     cli.summary("split", stats, ["train", "val_positives", "val_negatives", "seconds"])
 

@@ -119,7 +119,10 @@ def split(
     started = time.perf_counter()
 
     n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
-    src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
+    if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
+        keys = _load_keys(pairs_file, data_dir / PAIRS, n_products)
+    else:
+        src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
     n_pairs = len(keys)
     n_val = validation_size(n_pairs, val_prop)
     if n_val == 0 or n_val == n_pairs:
@@ -141,10 +144,9 @@ def split(
 
             spark = stack.enter_context(session(spark_master, quiet))
             work = stack.enter_context(temporary_folder(data_dir / "split-work"))
-            val_rows, in_train, n_train = split_on_spark(
+            val_src, val_dst, val_weight, in_train, n_train = split_on_spark(
                 spark, data_dir / PAIRS, seed, n_val, n_products, train_tmp, train_schema, work, bar
             )
-            val_rows = np.searchsorted(keys, val_rows)  # positions in (src, dst) order
         else:
             order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
             train_rows = order[n_val:]
@@ -155,11 +157,11 @@ def split(
             in_train[dst[train_rows]] = True
             n_train = len(train_rows)
             _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
-            del train_rows
+            val_src, val_dst, val_weight = src[val_rows], dst[val_rows], weight[val_rows]
+            del train_rows, val_rows, src, dst, weight, relations
 
-        val_src, val_dst = src[val_rows], dst[val_rows]
         occurrences = np.concatenate([val_src, val_dst])
-        _check_feasible(occurrences, src, dst, n_products, n_val, data_dir / PAIRS)
+        _check_feasible(occurrences, keys, n_products, n_val, data_dir / PAIRS)
         deck = np.unique(occurrences) if negatives == "products" else occurrences
         rng = np.random.default_rng(seed)
         neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
@@ -167,7 +169,7 @@ def split(
         del occurrences, deck, keys
 
         val = _val_table(
-            val_src, val_dst, weight[val_rows], neg_src, neg_dst, in_train, n_products, val_schema
+            val_src, val_dst, val_weight, neg_src, neg_dst, in_train, n_products, val_schema
         )
         seen = val.column("seen").to_numpy()
         positive = val.column("label").to_numpy() == 1
@@ -311,6 +313,42 @@ def sample_negatives(
     return (keys // n_products).astype(np.int32), (keys % n_products).astype(np.int32), tally
 
 
+def _load_keys(parquet: pq.ParquetFile, path: Path, n_products: int) -> np.ndarray:
+    """The pairs' keys (src * V + dst), sorted; checked as _load_pairs checks them, one
+    row group at a time, so only the keys are ever whole."""
+    if parquet.metadata.num_rows == 0:
+        raise PipelineError(f"{path}: no pairs; nothing to split")
+    parts = []
+    for index in range(parquet.num_row_groups):
+        group = parquet.read_row_group(index, columns=["src", "dst"])
+        src, dst = (group.column(name).to_numpy() for name in ("src", "dst"))
+        _check_ids(src, dst, path, n_products)
+        parts.append(src.astype(np.int64) * n_products + dst)
+    keys = np.concatenate(parts)
+    del parts
+    return _sorted_distinct(keys, path)
+
+
+def _check_ids(src: np.ndarray, dst: np.ndarray, path: Path, n_products: int) -> None:
+    """Refuse ids outside the vocabulary and pairs with src >= dst."""
+    if len(src) and (src.min() < 0 or dst.max() >= n_products):
+        raise PipelineError(
+            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; "
+            f"rerun `{made_by(path)}`"
+        )
+    if np.any(src >= dst):
+        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{made_by(path)}`")
+
+
+def _sorted_distinct(keys: np.ndarray, path: Path) -> np.ndarray:
+    """``keys`` sorted (they are, from the pairs stage); refuses repeated pairs."""
+    if np.any(keys[1:] <= keys[:-1]):
+        keys = np.sort(keys)
+        if np.any(keys[1:] == keys[:-1]):
+            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
+    return keys
+
+
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Whether each of ``keys`` is in ``sorted_keys`` (binary search, no hashing)."""
     if not len(sorted_keys):
@@ -330,13 +368,7 @@ def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[n
     src, dst, weight, relations = (
         parquet.read(columns=[name]).column(0).to_numpy() for name in PAIRS_SCHEMA.names
     )
-    if src.min() < 0 or dst.max() >= n_products:
-        raise PipelineError(
-            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; "
-            f"rerun `{made_by(path)}`"
-        )
-    if np.any(src >= dst):
-        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{made_by(path)}`")
+    _check_ids(src, dst, path, n_products)
     keys = src.astype(np.int64) * n_products + dst
     if np.any(keys[1:] <= keys[:-1]):  # not sorted by (src, dst): sort (and then find repeats)
         order = np.argsort(keys, kind="stable")
@@ -350,22 +382,23 @@ def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[n
 
 
 def _check_feasible(
-    occurrences: np.ndarray,
-    src: np.ndarray,
-    dst: np.ndarray,
-    n_products: int,
-    count: int,
-    path: Path,
+    occurrences: np.ndarray, pair_keys: np.ndarray, n_products: int, count: int, path: Path
 ) -> None:
     """Fail at once when the val products have fewer than ``count`` non-pairs.
 
     Cheaper and clearer than exhausting MAX_ROUNDS shuffles when the request
     is impossible; MAX_ROUNDS still bounds the feasible-but-unlucky case.
+    The pairs are counted from their keys a chunk at a time.
     """
     in_val = np.zeros(n_products, dtype=bool)
     in_val[occurrences] = True
     products = int(np.count_nonzero(in_val))
-    true_pairs = int(np.count_nonzero(in_val[src] & in_val[dst]))
+    true_pairs = 0
+    for start in range(0, len(pair_keys), ROW_GROUP_ROWS):
+        chunk = pair_keys[start : start + ROW_GROUP_ROWS]
+        true_pairs += int(
+            np.count_nonzero(in_val[chunk // n_products] & in_val[chunk % n_products])
+        )
     non_pairs = products * (products - 1) // 2 - true_pairs
     if non_pairs < count:
         raise PipelineError(

@@ -40,9 +40,9 @@ def split_on_spark(
     train_schema: pa.Schema,
     work: Path,
     bar,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Write the train file; return the val positives' keys (src * V + dst, sorted),
-    which products occur in train (a bool per id) and the train pairs."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Write the train file; return the val positives' src, dst and weight in (src,
+    dst) order, which products occur in train (a bool per id) and the train pairs."""
     from pyspark.sql.types import LongType, StructField, StructType
 
     frame = spark.read.parquet(str(pairs))
@@ -66,6 +66,7 @@ def split_on_spark(
                 yield batch
 
     n_train = merge_parts(train_rows(), train_path, train_schema, ROW_GROUP_ROWS)
-    val = pa.Table.from_batches(head)
-    keys = val.column("src").to_numpy().astype(np.int64) * n_products + val.column("dst").to_numpy()
-    return np.sort(keys), in_train, n_train
+    val = pa.Table.from_batches(head).combine_chunks()
+    src, dst, weight = (val.column(name).to_numpy() for name in ("src", "dst", "weight"))
+    order = np.argsort(src.astype(np.int64) * n_products + dst)
+    return src[order], dst[order], weight[order], in_train, n_train

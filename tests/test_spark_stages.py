@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,14 @@ def test_make_passes_the_engine_to_the_data_stages_only(tmp_path):
         flagged = words[-len(engine) :] == engine or words[-len(engine) - 1 : -1] == engine
         assert flagged == (stage in ("parse", "pairs", "split")), words
     assert {words[words.index("-m") + 2] for words in commands} >= {"parse", "pairs", "split"}
+
+
+def test_spark_engine_without_pyspark_is_one_line_error(tmp_path, monkeypatch):
+    raw = tmp_path / "meta.json"
+    raw.write_text('{"asin": "A"}\n')
+    for name in [m for m in sys.modules if m == "pyspark" or m.startswith("pyspark.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now fails
+    with pytest.raises(PipelineError, match=r"needs PySpark and Java 17: pip install -e"):
+        parse(raw, tmp_path / "out", quiet=True, engine="spark")
+    assert not (tmp_path / "out" / "parse.json").exists()

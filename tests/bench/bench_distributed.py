@@ -8,13 +8,16 @@ On the catalog bench_train.py builds, mf_bias with its defaults but
 (the default), one process on one thread, and ``--nproc 2`` (one thread
 each). All three step on the same rows a step (``--batch-size`` is the
 step's rows over all processes), so their AUCs differ only by noise and by
-the order of the float sums. Prints one JSON line per run.
+the order of the float sums. ``--busy N`` runs every setup beside N other
+processes spinning a core each (bench_busy.py's load). Prints one JSON line
+per run.
 """
 
 from __future__ import annotations
 
 import json
 
+from bench_busy import busy
 from bench_train import catalog_parser, dataset, train_run
 
 SETUPS = {"1 process": {}, "1 process, 1 thread": {"threads": 1}, "2 processes": {"nproc": 2}}
@@ -24,17 +27,19 @@ def main() -> None:
     parser = catalog_parser(__doc__, 500_000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seeds", default="42,43")
+    parser.add_argument("--busy", type=int, default=0, help="spinning processes beside")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     for seed in map(int, args.seeds.split(",")):
         for setup, options in SETUPS.items():
             name = f"bench-distributed-{seed}-{setup.replace(' ', '').replace(',', '-')}"
-            s = train_run(
-                data, "mf_bias-continuous", name, epochs=args.epochs, seed=seed, **options
-            )
+            with busy(args.busy):
+                s = train_run(
+                    data, "mf_bias-continuous", name, epochs=args.epochs, seed=seed, **options
+                )
             found = {
                 "products": args.products,
-                "setup": setup,
+                "setup": setup + (f", beside {args.busy} busy" if args.busy else ""),
                 "seed": seed,
                 "epochs": args.epochs,
                 "steps": s["steps"],

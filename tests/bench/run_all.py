@@ -48,6 +48,10 @@ RUNS = [
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
     ("distributed", ["bench_distributed.py", "--products", "500000", "--epochs", "1"]),
+    (
+        "distributed",
+        [*("bench_distributed.py", "--products", "500000", "--epochs", "1"), "--busy", "1"],
+    ),
     ("spark", ["bench_spark.py", "--products", "500000"]),
 ]
 
