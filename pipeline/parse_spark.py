@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,9 +72,6 @@ def parse_on_spark(
     work: Path,
 ) -> dict:
     """Write products and rejects from ``raw``; return the counts parse.json holds."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     with open(raw, "rb") as file:
         gzipped = file.read(2) == b"\x1f\x8b"
     if gzipped != raw.name.endswith(".gz"):
@@ -83,8 +81,45 @@ def parse_on_spark(
             "the .gz extension, so rename it"
         )
     digest: dict = {}
-    reader = threading.Thread(target=_digest, args=(raw, digest))  # beside the Spark jobs
-    reader.start()
+    reader = threading.Thread(target=_digest, args=(raw, digest), daemon=True)
+    reader.start()  # hashes the file beside the Spark jobs
+    try:
+        counts, products_dir = _products_and_rejects(spark, raw, fmt, rejects_path, work)
+    except Exception:
+        reader.join()
+        if "error" in digest:  # a truncated gzip file fails Spark's reader too: say why
+            raise digest["error"] from None
+        raise
+    reader.join()
+    if "error" in digest:
+        raise digest["error"]
+    sha256 = digest["sha256"]
+    lineage = {"raw_sha256": sha256, "products_id": lineage_id("parse", sha256, fmt)}
+    products = merge_parts(
+        part_batches(products_dir),
+        products_path,
+        stamped(PRODUCTS_SCHEMA, "parse", **lineage),
+        ROW_GROUP_ROWS,
+        use_dictionary=DICTIONARY_COLUMNS,
+    )
+    return {
+        "lines": counts["lines"],
+        "products": products,
+        "duplicates": counts["valid"] - products,
+        "rejected": sum(counts["by_reason"].values()),
+        "bytes": digest["bytes"],
+        "worker_peak_rss_mb": None,
+        **lineage,
+        "rejected_by_reason": dict(sorted(counts["by_reason"].items())),
+    }
+
+
+def _products_and_rejects(spark, raw: Path, fmt: str, rejects_path: Path, work: Path):
+    """The Spark jobs: write the rejects file and the products' part files (first
+    occurrences, in line order); return the counts and the parts' folder."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     lines = spark.read.option("lineSep", "\n").text(str(raw))
     text = lines.select(
         F.input_file_block_start().alias("block"),
@@ -110,7 +145,6 @@ def parse_on_spark(
     valid = parsed.where(F.col("reason").isNull()).drop("reason", "text")
     kept = valid.withColumn("_nth", F.row_number().over(first)).where("_nth = 1").drop("_nth")
     products_dir = write_parts(kept.orderBy("line"), work / "products")
-    tally = {"lines": first_line - 1, "valid": valid.count()}
     by_reason: dict[str, int] = {}
     with open(rejects_path, "w", encoding="utf-8") as rejects_file:
         rejected = parsed.where(F.col("reason").isNotNull()).select("line", "reason", "text")
@@ -118,28 +152,8 @@ def parse_on_spark(
             record = {"line": number, "reason": reason, "text": preview}
             rejects_file.write(json.dumps(record) + "\n")
             by_reason[reason] = by_reason.get(reason, 0) + 1
-    reader.join()
-    if "error" in digest:
-        raise digest["error"]
-    sha256 = digest["sha256"]
-    lineage = {"raw_sha256": sha256, "products_id": lineage_id("parse", sha256, fmt)}
-    products = merge_parts(
-        part_batches(products_dir),
-        products_path,
-        stamped(PRODUCTS_SCHEMA, "parse", **lineage),
-        ROW_GROUP_ROWS,
-        use_dictionary=DICTIONARY_COLUMNS,
-    )
-    return {
-        "lines": tally["lines"],
-        "products": products,
-        "duplicates": tally["valid"] - products,
-        "rejected": sum(by_reason.values()),
-        "bytes": digest["bytes"],
-        "worker_peak_rss_mb": None,
-        **lineage,
-        "rejected_by_reason": dict(sorted(by_reason.items())),
-    }
+    counts = {"lines": first_line - 1, "valid": valid.count(), "by_reason": by_reason}
+    return counts, products_dir
 
 
 def _digest(raw: Path, out: dict) -> None:
@@ -152,3 +166,5 @@ def _digest(raw: Path, out: dict) -> None:
         out.update(sha256=digest.hexdigest(), bytes=size)
     except PipelineError as exc:
         out["error"] = exc
+    except (EOFError, OSError, zlib.error) as exc:
+        out["error"] = PipelineError(f"{raw}: truncated or corrupt gzip stream ({exc})")

@@ -117,6 +117,16 @@ def test_spark_parse_that_fails_leaves_nothing_finished(spark, tmp_path, monkeyp
 
 
 @pytest.mark.xdist_group("spark")
+def test_spark_parse_of_a_truncated_gzip_is_one_clear_error(spark, tmp_path):
+    raw = tmp_path / "meta.json.gz"
+    generate(raw, 2000, fmt="json", quiet=True)
+    raw.write_bytes(raw.read_bytes()[: raw.stat().st_size // 2])
+    with pytest.raises(PipelineError, match=r"meta\.json\.gz: truncated or corrupt gzip stream"):
+        parse(raw, tmp_path / "out", fmt="json", quiet=True, engine="spark")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.xdist_group("spark")
 def test_spark_parse_refuses_gzip_named_otherwise(spark, tmp_path):
     raw = tmp_path / "meta.json"
     raw.write_bytes(gzip.compress(b'{"asin": "A"}\n'))
