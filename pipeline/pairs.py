@@ -11,9 +11,10 @@ through temporary Parquet files in a hidden folder of the dataset directory:
    exploded rows per relation, from list lengths (nothing is exploded yet).
 2. ``dictionary``: the distinct asins of kept products and of their lists,
    sorted, become a polars Enum, so an asin's physical code is its rank.
-3. ``group``: the lists are exploded to (asin, other, relation) rows, both asins
-   cast to their Enum code, self-pairs dropped, and the rows grouped on one
-   uint64 key ``lo << 32 | hi``; strings are never grouped or joined.
+3. ``group``: the lists are exploded to (asin, other, relation code) rows by
+   :func:`related_rows` (the explode both engines run), both asins cast to
+   their Enum code, self-pairs dropped, and the rows grouped on one uint64
+   key ``lo << 32 | hi``; strings are never grouped or joined.
 4. ``vocab``: degrees of the codes, ids by descending degree (ties by asin),
    titles joined from the catalog.
 5. ``pairs``: codes remapped to ids, weights and bitmasks computed, sorted.
@@ -38,7 +39,10 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.contracts import (
@@ -272,16 +276,38 @@ def distinct_asins(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyF
     return pl.concat([kept.select("asin"), *listed]).drop_nulls().unique()
 
 
-def exploded(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
-    """One row (asin, other, code) per entry of a weighted list of a kept product.
+# A row of the explode: one entry of a weighted list, ``code`` 1 in its relation's field.
+EXPLODED_SCHEMA = pa.schema([("asin", pa.string()), ("other", pa.string()), ("code", pa.int8())])
 
-    ``code`` is 1 in the 2-bit field of the row's relation.
+
+def related_rows(products: pa.RecordBatch | pa.Table, weights: Mapping[str, float]) -> pa.Table:
+    """The explode, pairs' row-level step: one row (asin, other, code) per entry of a
+    weighted list of ``products`` (kept products, lists cleaned), in EXPLODED_SCHEMA.
+
+    The one definition of the step: polars runs it on its batches (:func:`exploded`),
+    Spark under ``mapInArrow`` (pairs_spark.py).
     """
     parts = []
     for name in weights:
-        code = pl.lit(_SHIFT[name], dtype=pl.UInt8)
-        parts.append(kept.select("asin", other=name, code=code).explode("other"))
-    return pl.concat(parts).filter(pl.col("other").is_not_null())  # a null list gives a null
+        lists = products.column(name)
+        if isinstance(lists, pa.ChunkedArray):
+            lists = lists.combine_chunks()
+        # Null lists hold no entries (list_flatten skips them, whatever their offsets say).
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+        owners = np.repeat(np.arange(len(lengths)), lengths)
+        code = np.full(len(owners), _SHIFT[name], dtype=np.int8)
+        columns = [products.column("asin").take(owners), pc.list_flatten(lists), code]
+        parts.append(pa.table(columns, schema=EXPLODED_SCHEMA))
+    return pa.concat_tables(parts)
+
+
+def exploded(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
+    """:func:`related_rows` of the kept products, batch by batch in the streaming engine."""
+    return kept.select("asin", *weights).map_batches(
+        lambda batch: pl.from_arrow(related_rows(batch.to_arrow(), weights)),
+        schema={"asin": pl.String, "other": pl.String, "code": pl.Int8},
+        streamable=True,
+    )
 
 
 def grouped_pairs(kept: pl.LazyFrame, weights: Mapping[str, float], asins: pl.Enum) -> pl.LazyFrame:

@@ -1,10 +1,11 @@
 """pairs' global steps on Spark: the same filters, pairs, weights and ids as pairs.py.
 
-The steps mirror pairs.py's polars expressions one for one (a product's
-status, its cleaned lists, the exploded rows with a 2-bit count per
-relation, the group-by per unordered pair, degrees, ids by descending degree
-then asin), and the tests hold the two engines to the same files. Spark
-groups the asins themselves: it needs no dictionary of codes to stay within
+The explode is pairs.related_rows, the function polars runs, under
+``mapInArrow``. The global steps mirror pairs.py's polars expressions one for
+one (a product's status and cleaned lists, the group-by per unordered pair
+with a 2-bit count per relation, degrees, ids by descending degree then
+asin), and the tests hold the two engines to the same files. Spark groups
+the asins themselves: it needs no dictionary of codes to stay within
 memory. Vocabulary ids are positions in the sorted vocabulary, assigned as
 its part files are merged; the pairs then join the merged file back.
 """
@@ -22,8 +23,8 @@ import pyarrow as pa
 
 from pipeline.contracts import PAIRS_SCHEMA, RELATION_BIT, VOCAB_SCHEMA, made_by, stamped
 from pipeline.errors import PipelineError
-from pipeline.pairs import _SHIFT, FILTERS, ROW_GROUP_ROWS
-from pipeline.spark import merge_parts, part_batches, write_parts
+from pipeline.pairs import _SHIFT, EXPLODED_SCHEMA, FILTERS, ROW_GROUP_ROWS, related_rows
+from pipeline.spark import merge_parts, part_batches, spark_schema, write_parts
 
 _NON_BLANK = r"(?U)\S"  # polars' strip_chars() strips Unicode White_Space; (?U)\s is the same
 
@@ -68,13 +69,10 @@ def pairs_on_spark(
         counts = _counts(classified, lengths, weights)
     kept = classified.where(F.col("status") == "kept")
     with phase("group"):
-        rows = [
-            kept.select("asin", F.explode(name).alias("other"), F.lit(_SHIFT[name]).alias("code"))
-            for name in weights
-        ]
+        explode = functools.partial(_related_batches, weights=dict(weights))
+        rows = kept.select("asin", *weights).mapInArrow(explode, spark_schema(EXPLODED_SCHEMA))
         grouped = (
-            functools.reduce(lambda a, b: a.unionByName(b), rows)
-            .where(F.col("asin") != F.col("other"))
+            rows.where(F.col("asin") != F.col("other"))
             .select(
                 F.least("asin", "other").alias("lo"),
                 F.greatest("asin", "other").alias("hi"),
@@ -166,6 +164,14 @@ def _counts(classified, lengths: dict, weights: Mapping[str, float]) -> dict:
         ],
     ).first()
     return {key: int(value or 0) for key, value in row.asDict().items()}
+
+
+def _related_batches(
+    batches: Iterator[pa.RecordBatch], weights: dict[str, float]
+) -> Iterator[pa.RecordBatch]:
+    """pairs.related_rows over ``mapInArrow``'s batches."""
+    for batch in batches:
+        yield from related_rows(batch, weights).to_batches()
 
 
 def _numbered(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
