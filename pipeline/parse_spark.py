@@ -50,17 +50,20 @@ def decoded_lines(batches: Iterator[pa.RecordBatch], python_literal: bool):
 
 
 def _with_reasons(products: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of products as PARSED_SCHEMA rows: no reason, no text."""
     empty = pa.nulls(products.num_rows, pa.string())
     return pa.RecordBatch.from_arrays([*products.columns, empty, empty], schema=PARSED_SCHEMA)
 
 
 def _rejected(rejects: list) -> pa.RecordBatch:
+    """Rejects (line, reason, text) as PARSED_SCHEMA rows, every product column null."""
     numbers, reasons, texts = zip(*rejects)
-    given = {"line": pa.array(numbers, pa.int64()), "reason": reasons, "text": texts}
-    arrays = [given.get(field.name, pa.nulls(len(rejects), field.type)) for field in PARSED_SCHEMA]
-    return pa.RecordBatch.from_arrays(
-        [pa.array(a, f.type) for a, f in zip(arrays, PARSED_SCHEMA)], schema=PARSED_SCHEMA
-    )
+    given = {"line": numbers, "reason": reasons, "text": texts}
+    arrays = [
+        pa.array(given[f.name], f.type) if f.name in given else pa.nulls(len(rejects), f.type)
+        for f in PARSED_SCHEMA
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=PARSED_SCHEMA)
 
 
 def parse_on_spark(

@@ -28,8 +28,10 @@ Same input and seed give byte-identical Parquet files; the order of the input
 rows does not matter (the order is a hash of each pair and the seed).
 
 Memory: the four pair columns and one int64 key per pair (21 bytes a pair,
-560 MB for Books' 26.6M pairs) plus temporaries of the same order; the peak
-was 1.8 GB on a synthetic catalog of Books' size (tests/bench/bench_split.py).
+560 MB for Books' 26.6M pairs) plus temporaries of the same order, the
+columns freed once the val rows are taken; the peak was 1.33 GB on a
+synthetic pair set of Books' size (tests/bench/bench_split.py). On Spark the
+driver holds the keys alone (8 bytes a pair) and the val positives.
 """
 
 from __future__ import annotations
