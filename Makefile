@@ -24,6 +24,8 @@ PIP := $(PYTHON) -m pip install --quiet --constraint $(CONSTRAINTS)
 DATA ?= data
 # Training and split parameters: unset means the code's own default
 # (recsys_stream/config.py, pipeline/split.py), so each default lives in one place.
+# SEED seeds the splits, walks, sequences and trainings; a synthetic input is
+# fixed by its size (DEMO_PRODUCTS), so that the demo's figures are the README's.
 SEED ?=
 VAL_PROP ?=
 VAL_NEGATIVES ?=
@@ -40,15 +42,14 @@ DEMO_PRODUCTS ?= 100000
 QUIET ?=
 quiet = $(if $(QUIET),--quiet)
 VARIANTS := mf-binary mf-continuous mf_bias-binary mf_bias-continuous
-# Skip-gram over random walks of the train pairs, as bench_walks measures it
-# against gensim: one epoch, word2vec's negative power, raw vectors, and 32
-# negatives shared by each batch of 8,192 pairs (README, Graph embeddings).
-# EPOCHS= and BATCH_SIZE= still apply: later flags win.
+# Skip-gram over random walks of the train pairs, at the model's own defaults
+# (SKIPGRAM_DEFAULTS in recsys_stream/config.py: one epoch, 32 negatives shared
+# by each batch of 8,192 pairs); EPOCHS= and BATCH_SIZE= still apply, as a flag
+# given wins over them.
 # skipgram-side adds brand, category and price vectors to each product's.
 SKIPGRAM := skipgram-binary
 SKIPGRAM_SIDE := skipgram-side
-SKIPGRAM_FLAGS := --model skipgram --labels binary --epochs 1 --negative-power 0.75 \
-	--smoothing 0 --shared-negatives 32 --batch-size 8192
+SKIPGRAM_FLAGS := --model skipgram
 
 # The public address of McAuley's 2014 per-category metadata files.
 AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
@@ -67,7 +68,13 @@ NAME ?= sequences
 endif
 NAME ?= ratings
 TITLES ?=
+# The ratings' scale, MIN:MAX, for a file whose format does not fix one (RecBole's
+# .inter) or whose ratings lie on another (pipeline ratings --scale).
+SCALE ?=
 
+# Each stage's options from the make variables: the same text goes into its
+# command and its settings file (SETTINGS), so a variable that reaches one
+# reaches the other (tests/test_make_settings.py checks every documented one).
 flag = $(if $(2),$(1) $(2))
 TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 	$(call flag,--negatives,$(NEGATIVES)) $(call flag,--batch-size,$(BATCH_SIZE)) \
@@ -75,8 +82,9 @@ TRAIN_FLAGS = $(call flag,--epochs,$(EPOCHS)) $(call flag,--dim,$(DIM)) \
 ENGINE_FLAGS = $(call flag,--engine,$(ENGINE)) $(call flag,--spark-master,$(SPARK_MASTER))
 SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--negatives,$(VAL_NEGATIVES)) \
 	$(call flag,--seed,$(SEED))
-RATING_ENGINE_FLAGS = $(call flag,--engine,$(ENGINE)) $(call flag,--spark-master,$(SPARK_MASTER))
-SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
+WALK_FLAGS = $(call flag,--seed,$(SEED))
+RATING_FLAGS = $(call flag,--scale,$(SCALE))
+RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 SEQUENCE_FLAGS = $(call flag,--max-length,$(MAX_LENGTH)) $(call flag,--seed,$(SEED))
 
 .PHONY: help install deps test lint format bench constraints clean distclean \
@@ -90,6 +98,7 @@ help:
 	@echo "                  ENGINE=spark [SPARK_MASTER=url]: parse, pairs and split on Spark"
 	@echo "make movielens    MovieLens 100K's u.data (downloaded, or RAW=path [TITLES=u.item])"
 	@echo "make ratings      RAW=any ratings file [NAME=$(NAME)] [TITLES=file]: the rating models"
+	@echo "                  [SCALE=MIN:MAX]: the ratings' scale where the format has none"
 	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
 	@echo "                  on each user's ratings in time order (default: synthetic ones)"
 	@echo "make test         lint and the test suite"
@@ -133,7 +142,12 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	$(PIP) --no-deps recbole==1.2.1
 	@touch $@
 
-install deps: $(INSTALLED)
+install: $(INSTALLED)
+
+# What the data targets run first: silent when nothing is missing, so a second
+# run of one says only that its report is up to date.
+deps: $(INSTALLED)
+	@:
 
 lint: $(INSTALLED)
 	$(PYTHON) -m ruff check .
@@ -161,11 +175,12 @@ distclean: clean
 # A stage's settings file holds what decides its output besides its input files
 # (the raw file's path, the options); it is rewritten only when that text
 # changes, so a stage reruns exactly when its input or its settings changed and
-# a second run does nothing. $(1): the file, $(2): its text.
+# a second run does nothing. $(1): the file, $(2): its text (spaces between
+# words do not count).
 define SETTINGS
 $(1): FORCE
 	@mkdir -p $$(@D)
-	@printf '%s\n' '$(2)' | cmp -s - $$@ || printf '%s\n' '$(2)' > $$@
+	@printf '%s\n' '$(strip $(2))' | cmp -s - $$@ || printf '%s\n' '$(strip $(2))' > $$@
 endef
 
 # $(1): dataset name, $(2): raw file. Stage outputs, their inputs and settings.
@@ -174,7 +189,7 @@ $(eval $(call SETTINGS,$(DATA)/$(1)/.make/parse,raw=$(abspath $(2))))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/pairs,defaults))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/split,$(SPLIT_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
-$(eval $(call SETTINGS,$(DATA)/$(1)/.make/walks,$(SEED)))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/walks,$(WALK_FLAGS)))
 $(DATA)/$(1)/parse.json: $(2) $(DATA)/$(1)/.make/parse
 	$(PYTHON) -m pipeline parse $$< --out $(DATA)/$(1) $(ENGINE_FLAGS) $(quiet)
 $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json $(DATA)/$(1)/.make/pairs
@@ -182,13 +197,14 @@ $(DATA)/$(1)/pairs.json: $(DATA)/$(1)/parse.json $(DATA)/$(1)/.make/pairs
 $(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json $(DATA)/$(1)/.make/split
 	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(ENGINE_FLAGS) $(quiet)
 # --resume auto: a killed training continues from its checkpoint when the
-# settings match; changed settings start afresh.
+# settings match and the checkpoint is the start of the run asked for; else it
+# starts afresh (recsys_stream/runs.py says when).
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/train
 	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto \
 		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) \
 		$(TRAIN_FLAGS) $(quiet)
 $(DATA)/$(1)/walks.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/walks
-	$(PYTHON) -m pipeline walks $(DATA)/$(1) $(call flag,--seed,$(SEED)) $(quiet)
+	$(PYTHON) -m pipeline walks $(DATA)/$(1) $(WALK_FLAGS) $(quiet)
 $(DATA)/$(1)/runs/$(SKIPGRAM)/summary.json: $(DATA)/$(1)/walks.json $(DATA)/$(1)/.make/train
 	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $(SKIPGRAM) --resume auto \
 		$(SKIPGRAM_FLAGS) $(TRAIN_FLAGS) $(quiet)
@@ -204,12 +220,13 @@ endef
 # time order (pipeline sequences), training SEQUENCE_RUNS (the sequence
 # models' runs also wait for the sequences stage); else RATING_MODELS.
 define RATINGS_DATASET
-$(eval $(call SETTINGS,$(DATA)/$(1)/.make/ratings,raw=$(abspath $(2)) titles=$(abspath $(3))))
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/ratings,raw=$(abspath $(2)) titles=$(abspath $(3)) $(RATING_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/split-ratings,$(if $(4),--by time) $(RATING_SPLIT_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/sequences,$(SEQUENCE_FLAGS)))
 $(eval $(call SETTINGS,$(DATA)/$(1)/.make/train,$(TRAIN_FLAGS)))
 $(DATA)/$(1)/ratings.json: $(2) $(3) $(DATA)/$(1)/.make/ratings
-	$(PYTHON) -m pipeline ratings $(2) --out $(DATA)/$(1) $(call flag,--titles,$(3)) $(quiet)
+	$(PYTHON) -m pipeline ratings $(2) --out $(DATA)/$(1) $(call flag,--titles,$(3)) \
+		$(RATING_FLAGS) $(quiet)
 $(DATA)/$(1)/split-ratings.json: $(DATA)/$(1)/ratings.json $(DATA)/$(1)/.make/split-ratings
 	$(PYTHON) -m pipeline split-ratings $(DATA)/$(1) $(if $(4),--by time) \
 		$(RATING_SPLIT_FLAGS) $(quiet)
@@ -244,11 +261,11 @@ $(eval $(call RATINGS_DATASET,$(NAME),$(SEQUENCES_RAW),$(TITLES),sequences))
 endif
 ifeq ($(RAW),)
 $(DATA)/%/raw/synthetic-sequential.csv:
-	$(PYTHON) -m pipeline synth-ratings $@ $(SEQUENCE_DEMO) $(call flag,--seed,$(SEED)) $(quiet)
+	$(PYTHON) -m pipeline synth-ratings $@ $(SEQUENCE_DEMO) $(quiet)
 endif
 
 $(DEMO_RAW):
-	$(PYTHON) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(call flag,--seed,$(SEED)) $(quiet)
+	$(PYTHON) -m pipeline synth $@ --products $(DEMO_PRODUCTS) --format py $(quiet)
 
 # RAW= names a file the user has: when it is missing, say so (not make's
 # "No rule to make target").
@@ -288,11 +305,19 @@ $(DATA)/movielens/raw/ml-100k.zip:
 	@rm -f $@.log
 	@mv $@.part $@
 
+# After the sub-make that built report $(1), whose `ls -i` line is in $$before:
+# one line saying the report is up to date when it was not remade. The report
+# is written under a temporary name and renamed, so a remade one has a new
+# inode. Nothing under make -n, which runs the sub-make but remakes nothing.
+report_said = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),:,\
+	{ [ "$$before" != "$$(ls -i $(1))" ] || echo "report up to date: $(1)"; })
+
 demo electronics books movielens:
 	@$(if $(word 2,$(RAW)),echo "error: RAW='$(RAW)' holds a space; make cannot take one \
 	in a file name: link the file to a path without spaces" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory $(DATA)/$@/report.md
+	@before=$$(ls -i $(DATA)/$@/report.md 2>/dev/null); \
+	$(MAKE) --no-print-directory $(DATA)/$@/report.md && $(call report_said,$(DATA)/$@/report.md)
 
 ratings:
 	@$(if $(RAW),,echo "error: make ratings needs RAW=a ratings file (MovieLens or Amazon \
@@ -300,13 +325,16 @@ ratings:
 	@$(if $(word 2,$(RAW))$(word 2,$(NAME)),echo "error: RAW='$(RAW)' or NAME='$(NAME)' \
 	holds a space; make cannot take one in a file name" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md RATINGS_DATASET_OF=$(NAME)
+	@before=$$(ls -i $(DATA)/$(NAME)/report.md 2>/dev/null); \
+	$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md RATINGS_DATASET_OF=$(NAME) \
+		&& $(call report_said,$(DATA)/$(NAME)/report.md)
 
 sequences:
 	@$(if $(word 2,$(RAW))$(word 2,$(NAME)),echo "error: RAW='$(RAW)' or NAME='$(NAME)' \
 	holds a space; make cannot take one in a file name" >&2; exit 2)
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md SEQUENCES_DATASET_OF=$(NAME) \
-		NAME=$(NAME)
+	@before=$$(ls -i $(DATA)/$(NAME)/report.md 2>/dev/null); \
+	$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md SEQUENCES_DATASET_OF=$(NAME) \
+		NAME=$(NAME) && $(call report_said,$(DATA)/$(NAME)/report.md)
 
 FORCE:

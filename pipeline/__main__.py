@@ -116,7 +116,9 @@ def _walks(a: argparse.Namespace) -> None:
 
 
 def _ratings(a: argparse.Namespace) -> None:
-    stats = ratings.ratings(a.raw, a.out, fmt=a.format, titles=a.titles, quiet=a.quiet)
+    stats = ratings.ratings(
+        a.raw, a.out, fmt=a.format, titles=a.titles, quiet=a.quiet, scale=a.scale
+    )
     keys = ["format", "lines", "ratings", "repeated", "rejected", "users", "items", "seconds"]
     cli.summary("ratings", stats, keys)
 
@@ -166,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="py: 2014 Python literals; json: the same as JSON; json2018: the 2018 schema "
         "(default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=synth.DEFAULT_SEED, help="(default: %(default)s)")
+    p.add_argument(
+        "--seed", type=cli.seed, default=synth.DEFAULT_SEED, help="(default: %(default)s)"
+    )
     p.add_argument("--messy", action="store_true", help="plant the faults real dumps have")
     p.set_defaults(main=_synth)
 
@@ -184,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default: %(default)s)",
     )
     p.add_argument(
-        "--seed", type=int, default=synth_ratings.DEFAULT_SEED, help="(default: %(default)s)"
+        "--seed", type=cli.seed, default=synth_ratings.DEFAULT_SEED, help="(default: %(default)s)"
     )
     p.add_argument(
         "--sequential",
@@ -249,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reference's), or from their occurrences, matching the positives' popularity "
         "(default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="(default: %(default)s)")
+    p.add_argument(
+        "--seed", type=cli.seed, default=split.DEFAULT_SEED, help="(default: %(default)s)"
+    )
     p.set_defaults(main=_split)
 
     p = commands.add_parser("walks", parents=[quiet], help="random walks over the train pairs")
@@ -271,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="step to a neighbour with probability pair weight / row sum (default: uniform)",
     )
-    p.add_argument("--seed", type=int, default=walks.DEFAULT_SEED, help="(default: %(default)s)")
+    p.add_argument(
+        "--seed", type=cli.seed, default=walks.DEFAULT_SEED, help="(default: %(default)s)"
+    )
     p.set_defaults(main=_walks)
 
     p = commands.add_parser("ratings", parents=[quiet], help="a ratings file to ratings.parquet")
@@ -286,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--titles",
         default=None,
         help="item titles: movies.csv, u.item, movies.dat, or an Amazon products.parquet",
+    )
+    p.add_argument(
+        "--scale",
+        default=None,
+        metavar="MIN:MAX",
+        help="keep ratings from MIN to MAX instead of the format's scale (needed for RecBole "
+        ".inter files; --scale=-10:10 for a negative MIN); default: MovieLens 0.5-5 in half "
+        "stars (u.data 1-5), Amazon 1-5",
     )
     p.set_defaults(main=_ratings)
 
@@ -308,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds", type=int, default=0, help="K > 1: K-fold cross-validation files instead"
     )
     p.add_argument(
-        "--seed", type=int, default=split_ratings.DEFAULT_SEED, help="(default: %(default)s)"
+        "--seed", type=cli.seed, default=split_ratings.DEFAULT_SEED, help="(default: %(default)s)"
     )
     p.set_defaults(main=_split_ratings)
 
@@ -323,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ratings a training run holds (default: %(default)s)",
     )
     p.add_argument(
-        "--seed", type=int, default=sequences.DEFAULT_SEED, help="(default: %(default)s)"
+        "--seed", type=cli.seed, default=sequences.DEFAULT_SEED, help="(default: %(default)s)"
     )
     p.set_defaults(main=_sequences)
     return parser

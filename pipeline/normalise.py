@@ -41,7 +41,10 @@ def product(record: dict) -> tuple:
     get = record.get
     asin = get("asin")
     if type(asin) is not str or not asin or asin.isspace():
-        raise Rejected("missing asin")
+        # Absent, null and blank are missing; 123 or a list is an asin of the wrong type.
+        raise Rejected(
+            "missing asin" if asin is None or type(asin) is str else "asin is not a string"
+        )
     title, brand, price = get("title"), get("brand"), get("price")
     if type(title) is not str or not title or title.isspace():
         title = _text(title, "title")

@@ -94,7 +94,8 @@ def build_pairs(
     ``weights`` maps a relation of contracts.RELATIONS to its weight; lists of
     relations it leaves out are ignored. Products are skipped without a title
     (when ``require_title``), with fewer than ``min_also_bought`` distinct
-    also_bought entries, or without any entry in a weighted list.
+    also_bought entries, or without any entry in a weighted list; when none
+    is left, or no pair, a PipelineError says which filters skipped them.
     ``engine`` "spark" runs on Spark at ``spark_master`` (pairs_spark.py):
     the same files and counts.
     """
@@ -143,6 +144,8 @@ def build_pairs(
         bar.set_description("pairs")
         seconds = time.perf_counter() - started
         stats = _stats(counts, code_counts, summary, weights)
+        if not stats["pairs"]:  # split and train would only fail later, less clearly
+            raise PipelineError(no_pairs(products, stats, min_also_bought))
         stats.update(
             {
                 "engine": engine,
@@ -160,6 +163,25 @@ def build_pairs(
         )
         stats_tmp.write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def no_pairs(products: Path, stats: dict, min_also_bought: int) -> str:
+    """Why no pair is left: the products each filter skipped and the option that
+    relaxes it, or kept products whose lists name only themselves."""
+    read, kept = stats["products_read"], stats["kept"]
+    if not read:
+        return f"{products}: no pairs: it holds no product"
+    if kept:
+        return f"{products}: no pairs: the {kept} products kept list only themselves"
+    filters = {
+        "no_title": "without a title (--no-require-title keeps them)",
+        "few_also_bought": f"with fewer than {min_also_bought} also_bought entries "
+        "(--min-also-bought)",
+        "no_relation": "with no entry in a weighted list (--weights)",
+    }
+    skipped = [(stats[f"skipped_{name}"], filters[name]) for name in FILTERS]
+    why = ", ".join(f"{n} {text}" for n, text in skipped if n)
+    return f"{products}: no pairs: none of its {read} products passes the filters: {why}"
 
 
 def _pairs_on_polars(

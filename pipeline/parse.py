@@ -64,7 +64,8 @@ def parse(
     ``fmt`` is one of FORMATS, or None to detect it from the first lines.
     ``workers`` > 1 parses blocks in that many processes (local engine).
     ``engine`` "spark" runs on Spark at ``spark_master`` (parse_spark.py):
-    the same files and counts.
+    the same files and counts. A file that gives no product is a PipelineError
+    counting the rejects' reasons; rejects.jsonl stays, nothing else.
     """
     raw, out = Path(raw), Path(out)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -94,6 +95,12 @@ def parse(
     seconds = time.perf_counter() - started
     if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
         raise RuntimeError(f"line accounting is off: {tally}")
+    if not tally["products"]:
+        # Nothing that looks finished (an earlier run's files would pass for this
+        # input's); the rejects stay, if any, as the evidence the message points at.
+        for name in (PRODUCTS, PARSE_STATS) + (() if tally["lines"] else (REJECTS,)):
+            (out / name).unlink(missing_ok=True)
+        raise PipelineError(no_product(raw, out, tally))
     stats = {
         "raw": str(raw),
         "raw_bytes": raw.stat().st_size,
@@ -107,6 +114,18 @@ def parse(
     }
     write_json(out / PARSE_STATS, stats)
     return stats
+
+
+def no_product(raw: Path, out: Path, tally: dict) -> str:
+    """Why parse of ``raw`` gave no product: an empty file, or each line's rejection."""
+    if not tally["lines"]:
+        return f"{raw}: empty file"
+    reasons = sorted(tally["rejected_by_reason"].items(), key=lambda item: -item[1])
+    counts = ", ".join(f"{n} {reason}" for reason, n in reasons)
+    return (
+        f"{raw}: no product in {tally['lines']} lines (every line rejected: {counts}; "
+        f"see {out / REJECTS})"
+    )
 
 
 def parse_block(

@@ -17,13 +17,13 @@ import hashlib
 import itertools
 import json
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.blocks import line_blocks
 from pipeline.contracts import PRODUCTS_SCHEMA, lineage_id, stamped
 from pipeline.errors import PipelineError
 from pipeline.formats import open_raw
@@ -160,14 +160,16 @@ def _products_and_rejects(spark, raw: Path, fmt: str, rejects_path: Path, work: 
 
 
 def _digest(raw: Path, out: dict) -> None:
-    """The raw file's SHA-256 and its decompressed bytes, into ``out`` (runs in a thread)."""
+    """The raw file's SHA-256 and its decompressed bytes, into ``out`` (runs in a thread).
+
+    Read through the local engine's line_blocks, so a truncated gzip file is
+    its error, naming the same last whole line.
+    """
     try:
-        digest, size = hashlib.sha256(), 0
+        digest, tally = hashlib.sha256(), {"lines": 0, "bytes": 0}
         with open_raw(raw, digest) as (stream, _):
-            while chunk := stream.read(_READ_BYTES):
-                size += len(chunk)
-        out.update(sha256=digest.hexdigest(), bytes=size)
+            for _ in line_blocks(stream, raw, tally, _READ_BYTES):
+                pass
+        out.update(sha256=digest.hexdigest(), bytes=tally["bytes"])
     except PipelineError as exc:
         out["error"] = exc
-    except (EOFError, OSError, zlib.error) as exc:
-        out["error"] = PipelineError(f"{raw}: truncated or corrupt gzip stream ({exc})")

@@ -1,4 +1,4 @@
-"""The rating file formats: telling them apart, and decoding a block of their lines.
+"""The rating file formats: telling them apart, their rating scales, and decoding a block.
 
 A block of whole lines becomes columns ``user_key``, ``item_key`` (strings),
 ``rating`` (float32), ``timestamp`` (int64) and ``line`` (int64, the line's
@@ -7,16 +7,27 @@ JSON reader; a block where that fails or does not account for every line is
 decoded again line by line, each refused line with its reason. So a bad line
 costs its block the slow path, never the run, and never its neighbours.
 
+A rating off its file's scale (:class:`Scale`) is a bad line too: outside
+the scale, or between its steps (3.7 in a MovieLens file of half stars). A
+file that holds 99 or 1e30 stars is not a file of this format, and a model
+trained on it would report errors in tens of stars or diverge.
+
 Formats:
 
 - ``movielens-csv``: ``ratings.csv`` of latest-small, 25M and 32M; header
-  ``userId,movieId,rating,timestamp``; CRLF tolerated.
-- ``movielens-100k``: ``u.data``, tab-separated, no header.
-- ``movielens-dat``: ``ratings.dat`` of 1M and 10M, ``::``-separated.
+  ``userId,movieId,rating,timestamp``; CRLF tolerated. 0.5 to 5 stars in
+  half stars.
+- ``movielens-100k``: ``u.data``, tab-separated, no header. 1 to 5 whole stars.
+- ``movielens-dat``: ``ratings.dat`` of 1M and 10M, ``::``-separated. 0.5 to 5
+  in half stars: 1M's whole stars and 10M's half stars share the format.
 - ``recbole``: RecBole's ``.inter`` files (``ml-100k.inter`` in its wheel),
-  tab-separated under a typed header ``user_id:token item_id:token ...``.
+  tab-separated under a typed header ``user_id:token item_id:token ...``. No
+  scale of its own: RecBole converts every dataset to it (MovieLens' 1 to 5,
+  Jester's -10 to 10, Book-Crossing's 0 to 10), so a run names it with
+  ``--scale`` rather than have a guess keep part of a file.
 - ``amazon``: Amazon review files, 2014 and 2018 (JSON lines: ``reviewerID``,
-  ``asin``, ``overall``, ``unixReviewTime``; the rest is ignored).
+  ``asin``, ``overall``, ``unixReviewTime``; the rest is ignored). 1 to 5
+  whole stars.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -60,6 +72,54 @@ class Delimited:
             return self.separator, [0, 1, 2, 3]
         return self.separator[0], [0, 2, 4, 6]  # "::" reads as ":" with empty fields between
 
+
+@dataclass(frozen=True)
+class Scale:
+    """The ratings a file may hold: ``low`` to ``high``, and with a ``step`` only
+    ``low`` plus whole steps (MovieLens' half stars)."""
+
+    low: float
+    high: float
+    step: float | None = None
+
+    def to_json(self) -> dict:
+        return {"min": self.low, "max": self.high, "step": self.step}
+
+    def refusals(self, rating: np.ndarray) -> list[tuple[int, str]]:
+        """(row, reason) of each rating off the scale, in row order.
+
+        ``rating``: float32, as stored, so a rating is judged by its stored value.
+        """
+        value = rating.astype(np.float64)
+        outside = ~((value >= self.low) & (value <= self.high))
+        found = [(int(row), self.outside_reason) for row in np.flatnonzero(outside)]
+        if self.step is not None:
+            steps = (value - self.low) / self.step
+            between = ~outside & (steps != np.round(steps))
+            found = sorted(
+                found + [(int(row), self.between_reason) for row in np.flatnonzero(between)]
+            )
+        return found
+
+    @property
+    def outside_reason(self) -> str:
+        return f"rating outside the scale {self.low:g} to {self.high:g}"
+
+    @property
+    def between_reason(self) -> str:
+        return f"rating between the scale's steps of {self.step:g}"
+
+
+HALF_STARS = Scale(0.5, 5.0, 0.5)
+WHOLE_STARS = Scale(1.0, 5.0, 1.0)
+# Each format's scale (see the module doc); None: the run must name it (--scale).
+SCALES: dict[str, Scale | None] = {
+    "movielens-csv": HALF_STARS,
+    "movielens-100k": WHOLE_STARS,
+    "movielens-dat": HALF_STARS,
+    "recbole": None,
+    "amazon": WHOLE_STARS,
+}
 
 AMAZON_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
 FORMATS: dict[str, Delimited | None] = {
@@ -103,6 +163,29 @@ def detect_format(raw: Path) -> str:
     )
 
 
+def rating_scale(raw: Path, fmt: str, scale: str | tuple[float, float] | None) -> Scale:
+    """The scale a run of ``fmt`` checks: ``scale`` (``"MIN:MAX"`` or a pair, any
+    rating between; from ``--scale``) or the format's own."""
+    if scale is None:
+        if SCALES[fmt] is None:
+            raise PipelineError(
+                f"{raw}: a {fmt} file does not say its rating scale; pass --scale MIN:MAX "
+                "(1:5 for MovieLens 100K and 1M)"
+            )
+        return SCALES[fmt]
+    text = scale if isinstance(scale, str) else ":".join(map(str, scale))
+    low, colon, high = text.partition(":")
+    try:
+        low, high = float(low), float(high)
+    except ValueError:
+        low = high = math.nan
+    if not colon or not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise PipelineError(
+            f"--scale must be MIN:MAX, two finite numbers with MIN < MAX, got {text!r}"
+        )
+    return Scale(low, high)
+
+
 def check_header(raw: Path, fmt: str, first_line: bytes) -> None:
     """Refuse a file of a header format whose first line is not that header."""
     header = FORMATS[fmt].header
@@ -111,22 +194,30 @@ def check_header(raw: Path, fmt: str, first_line: bytes) -> None:
         raise PipelineError(f"{raw}: first line is {text[:60]!r}, not the {fmt} header {header!r}")
 
 
-def decode_block(block: bytes, first_line: int, fmt: str) -> tuple[pa.RecordBatch, list[Reject]]:
-    """The ratings of a block of whole lines, and its refused lines."""
+def decode_block(
+    block: bytes, first_line: int, fmt: str, scale: Scale | None = None
+) -> tuple[pa.RecordBatch, list[Reject]]:
+    """The ratings of a block of whole lines, and its refused lines.
+
+    ``scale``: refuse the ratings off it (the ratings stage always passes one).
+    """
     lines = count_lines(block)
-    decoded = _fast(block, FORMATS[fmt])
+    decoded = _fast(block, FORMATS[fmt], scale)
     if decoded is not None and decoded.num_rows == lines:
         line = pa.array(range(first_line, first_line + lines), pa.int64())
         return pa.RecordBatch.from_arrays([*decoded.columns, line], schema=COLUMNS), []
-    return _line_by_line(block, first_line, FORMATS[fmt])
+    return _line_by_line(block, first_line, FORMATS[fmt], scale)
 
 
-def _fast(block: bytes, fmt: Delimited | None) -> pa.RecordBatch | None:
+def _fast(block: bytes, fmt: Delimited | None, scale: Scale | None) -> pa.RecordBatch | None:
     """The block through Arrow's reader, or None when any line needs a closer look."""
     try:
-        return _arrow_json(block) if fmt is None else _arrow_delimited(block, fmt)
+        batch = _arrow_json(block) if fmt is None else _arrow_delimited(block, fmt)
     except (pa.ArrowInvalid, pa.ArrowTypeError, _Refused):
         return None
+    if scale is not None and scale.refusals(batch.column("rating").to_numpy()):
+        return None
+    return batch
 
 
 class _Refused(Exception):
@@ -183,12 +274,13 @@ def _checked(user, item, rating, timestamp) -> pa.RecordBatch:
 
 
 def _line_by_line(
-    block: bytes, first_line: int, fmt: Delimited | None
+    block: bytes, first_line: int, fmt: Delimited | None, scale: Scale | None
 ) -> tuple[pa.RecordBatch, list[Reject]]:
     """Each line on its own: its rating, or its reason for refusal."""
     rows: dict[str, list] = {name: [] for name in COLUMNS.names}
     rejects: list[Reject] = []
-    for number, raw_line in enumerate(block.split(b"\n"), first_line):
+    raw_lines = block.split(b"\n")
+    for number, raw_line in enumerate(raw_lines, first_line):
         if number == first_line + block.count(b"\n") and not raw_line:
             break  # the block's final newline ends its last line
         try:
@@ -202,7 +294,21 @@ def _line_by_line(
             continue
         for name, value in zip(COLUMNS.names, (*decoded, number)):
             rows[name].append(value)
-    return pa.RecordBatch.from_pydict(rows, schema=COLUMNS), rejects
+    batch = pa.RecordBatch.from_pydict(rows, schema=COLUMNS)
+    off_scale = scale.refusals(batch.column("rating").to_numpy()) if scale is not None else []
+    if off_scale:
+        numbers = batch.column("line").to_numpy()
+        rejects = sorted(
+            rejects
+            + [
+                (int(numbers[row]), reason, preview(raw_lines[numbers[row] - first_line]))
+                for row, reason in off_scale
+            ]
+        )
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[[row for row, _ in off_scale]] = False
+        batch = batch.filter(pa.array(keep))
+    return batch, rejects
 
 
 def _delimited_line(text: str, fmt: Delimited) -> tuple | str:

@@ -8,9 +8,15 @@ Writes, in the dataset directory:
   ``ratings`` (how many kept ratings), ``title`` (items, from ``--titles``);
   ids count from 0 in the order of each key's first line;
 - ``rejects.jsonl``: each refused line with its number, reason and first
-  characters;
+  characters (a rating off the scale is refused too);
 - ``ratings.json``: lines = ratings + repeated + rejected, rejects by reason,
-  the rating range, users, items, seconds, peak RSS.
+  the scale checked (``min``, ``max``, ``step`` or null), the range of the
+  ratings kept, users, items, seconds, peak RSS.
+
+A file that yields no rating stops the stage with one line: its
+``rejects.jsonl`` is written for the line to point at (unless the file had
+no line but a header), and no other output, a previous run's included, is
+left to look finished.
 
 A (user, item) rated on several lines keeps its latest rating (the largest
 timestamp, then the later line); the others count as ``repeated``.
@@ -31,6 +37,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 import pyarrow as pa
@@ -53,7 +60,15 @@ from pipeline.files import atomic_output, clear_stale_temporaries, temporary_fol
 from pipeline.formats import open_raw
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
-from pipeline.rating_formats import COLUMNS, FORMATS, check_header, decode_block, detect_format
+from pipeline.rating_formats import (
+    COLUMNS,
+    FORMATS,
+    Scale,
+    check_header,
+    decode_block,
+    detect_format,
+    rating_scale,
+)
 from pipeline.titles import read_titles
 
 BLOCK_BYTES = 4 << 20  # bytes of whole lines decoded at once
@@ -67,16 +82,20 @@ def ratings(
     fmt: str | None = None,
     titles: str | os.PathLike | None = None,
     quiet: bool = False,
+    scale: str | tuple[float, float] | None = None,
 ) -> dict:
     """Read the ratings file ``raw`` into the dataset directory ``out``; return the stats.
 
     ``fmt``: one of FORMATS, or None to tell it from the first line.
     ``titles``: a file naming the items (see :mod:`pipeline.titles`).
+    ``scale``: ``"MIN:MAX"`` or (MIN, MAX), the ratings to keep instead of the
+    format's scale (``--scale``; any value between, no steps).
     """
     raw, out = Path(raw), Path(out)
     if fmt is not None and fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     fmt = fmt or detect_format(raw)
+    checked = rating_scale(raw, fmt, scale)
     named = read_titles(titles) if titles is not None else None
     clear_stale_temporaries(out)
     started = time.perf_counter()
@@ -89,8 +108,12 @@ def ratings(
         atomic_output(out / REJECTS) as rejects_tmp,
     ):
         keyed = work / "keyed.parquet"
-        tally = _decode(raw, fmt, keyed, rejects_tmp, quiet)
-        ratings_id = lineage_id("ratings", tally["raw_sha256"], fmt, _titles_id(named))
+        tally = _decode(raw, fmt, checked, keyed, rejects_tmp, quiet)
+        if not tally["decoded"]:
+            _stop_without_ratings(raw, out, checked, tally, rejects_tmp)
+        ratings_id = lineage_id(
+            "ratings", tally["raw_sha256"], fmt, _titles_id(named), checked.to_json()
+        )
         facts = {"ratings_id": ratings_id}
         found = _identify(keyed, work, ratings_tmp, stamped(RATINGS_SCHEMA, "ratings", **facts))
         if named is not None:
@@ -112,6 +135,7 @@ def ratings(
         stats = {
             "raw": str(raw),
             "format": fmt,
+            "scale": checked.to_json(),
             **tally,
             "users": found["users"].height,
             "items": found["items"].height,
@@ -127,7 +151,9 @@ def ratings(
     return stats
 
 
-def _decode(raw: Path, fmt: str, keyed: Path, rejects_path: Path, quiet: bool) -> dict:
+def _decode(
+    raw: Path, fmt: str, scale: Scale, keyed: Path, rejects_path: Path, quiet: bool
+) -> dict:
     """Stream ``raw`` into the work file of keys and into rejects.jsonl; the counts."""
     tally = {"lines": 0, "header_lines": 0, "decoded": 0, "rejected": 0, "bytes": 0}
     by_reason: collections.Counter[str] = collections.Counter()
@@ -147,7 +173,7 @@ def _decode(raw: Path, fmt: str, keyed: Path, rejects_path: Path, quiet: bool) -
                 tally["header_lines"] = 1
                 if not block:
                     continue
-            batch, refused = decode_block(block, first_line, fmt)
+            batch, refused = decode_block(block, first_line, fmt, scale)
             writer.write_batch(batch)
             tally["decoded"] += batch.num_rows
             for number, reason, text in refused:
@@ -158,9 +184,32 @@ def _decode(raw: Path, fmt: str, keyed: Path, rejects_path: Path, quiet: bool) -
     tally["lines"] -= tally["header_lines"]
     tally["rejected_by_reason"] = dict(sorted(by_reason.items()))
     tally["raw_sha256"] = digest.hexdigest()
-    if not tally["decoded"]:
-        raise PipelineError(f"{raw}: no ratings in {tally['lines']} lines (see {REJECTS})")
     return tally
+
+
+def _stop_without_ratings(
+    raw: Path, out: Path, scale: Scale, tally: dict, rejects_tmp: Path
+) -> NoReturn:
+    """End a run that kept no rating in one line; its rejects.jsonl, if it had lines.
+
+    A previous run's outputs go: beside this run's rejects they would describe
+    another file, and split-ratings or make would take them as this one's.
+    """
+    for name in (RATINGS_STATS, RATINGS, USERS, ITEMS, REJECTS):
+        (out / name).unlink(missing_ok=True)
+    if not tally["lines"]:
+        holds = "only its header" if tally["header_lines"] else "no line"
+        raise PipelineError(f"{raw}: no ratings: the file holds {holds}")
+    os.replace(rejects_tmp, out / REJECTS)
+    by_reason = sorted(tally["rejected_by_reason"].items(), key=lambda item: -item[1])
+    counts = ", ".join(f"{n} {reason}" for reason, n in by_reason)
+    hint = ""
+    if scale.outside_reason in tally["rejected_by_reason"]:
+        hint = "; --scale MIN:MAX keeps ratings on another scale"
+    raise PipelineError(
+        f"{raw}: no ratings in {tally['lines']} lines (every line rejected: {counts}; "
+        f"see {out / REJECTS}){hint}"
+    )
 
 
 def _identify(keyed: Path, work: Path, out: Path, schema: pa.Schema) -> dict:

@@ -11,11 +11,12 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from pipeline import cli
 from pipeline.errors import PipelineError
-from recsys_stream.config import KIND_DEFAULTS, TrainConfig
+from recsys_stream.config import KIND_DEFAULTS, MODEL_DEFAULTS, TrainConfig
 from recsys_stream.models import MODELS
 from recsys_stream.rating_models import RATING_MODELS
 from recsys_stream.sequence_models import SEQUENCE_MODELS
@@ -56,7 +57,7 @@ def _train(a: argparse.Namespace) -> None:
 def _report(a: argparse.Namespace) -> None:
     from recsys_stream.report import report
 
-    path = report(a.dir, quiet=a.quiet)
+    path = report(a.dir, quiet=a.quiet, note=lambda line: print(f"note: {line}", file=sys.stderr))
     print(f"report: {path}")
 
 
@@ -124,23 +125,62 @@ def _resume(text: str) -> bool | str:
     return True if text == "yes" else "auto"
 
 
+def _other_defaults() -> dict[str, tuple[str, dict]]:
+    """The defaults that differ from the fields', by kind of task and by model: each
+    named as ``--help`` names it, with what selects it."""
+    sequences = f"--model {'|'.join(SEQUENCE_MODELS)}"
+    selected = {
+        "ratings": "a ratings dataset",
+        "sequences": sequences,
+        "next-item": f"{sequences} --task next-item",
+        **{model: f"--model {model}" for model in MODEL_DEFAULTS},
+    }
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    others = {}
+    for name, values in {**KIND_DEFAULTS, **MODEL_DEFAULTS}.items():
+        differ = {key: value for key, value in values.items() if value != fields[key]}
+        if differ:
+            others[name] = (selected[name], differ)
+    return others
+
+
+def _defaults_epilog() -> str:
+    """--help's table of the defaults by kind of task and by model."""
+    lines = textwrap.wrap(
+        "defaults by kind of task and by model, where they differ from the options' own "
+        "(an option given wins):",
+        width=79,
+    )
+    for name, (selected, values) in _other_defaults().items():
+        shown = ", ".join(f"{key.replace('_', '-')} {value}" for key, value in values.items())
+        lines += textwrap.wrap(
+            f"{name} ({selected}): {shown}",
+            width=79,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
+
+
 def _train_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, with its type, choices, help and defaults.
 
-    An option not given is left out, so the dataset's kind decides its
-    default (``TrainConfig.defaults``).
+    An option not given is left out, so the dataset's kind and the model
+    decide its default (``TrainConfig.defaults``).
     """
+    others = _other_defaults()
     for f in dataclasses.fields(TrainConfig):
         choices = f.metadata.get("choices")
         if f.name == "model":
             choices = list(dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS]))
         default = f"default: {f.default}"
-        for kind in ("ratings", "sequences", "next-item"):
-            if f.name in KIND_DEFAULTS[kind]:
-                default += f"; {kind}: {KIND_DEFAULTS[kind][f.name]}"
+        for name, (_, values) in others.items():
+            if f.name in values:
+                default += f"; {name}: {values[f.name]}"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
-            type=type(f.default),
+            type=f.metadata.get("parse", type(f.default)),
             default=argparse.SUPPRESS,
             choices=choices,
             metavar=None if choices else f.name.upper(),
@@ -155,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser(
-        "train", help="train a model on DIR's pairs (train.parquet) or ratings (ratings-train)"
+        "train",
+        help="train a model on DIR's pairs (train.parquet) or ratings (ratings-train)",
+        epilog=_defaults_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", help="dataset directory (split or split-ratings outputs)")
     _train_options(p)

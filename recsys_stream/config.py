@@ -1,7 +1,9 @@
 """The run configuration: one frozen dataclass, the one place for every default.
 
-Each field carries its help text; the command line builds its options from
-the fields (``python -m recsys_stream train --help`` lists them with their
+Each field carries its help text and the kinds of task it acts on; a kind of
+task and a model may have defaults of their own over the fields'
+(``defaults_of``, at the end). The command line builds its options from the
+fields (``python -m recsys_stream train --help`` lists them with all their
 defaults), and the config is saved in the run and its checkpoints.
 """
 
@@ -11,25 +13,35 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from pipeline import cli
+from pipeline.cli import MAX_SEED
 from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features
 from recsys_stream.models import MODELS
 from recsys_stream.rating_models import RATING_MODELS, hidden_sizes
 from recsys_stream.sequence_models import SEQUENCE_MODELS, TASKS
 
+# The kinds of task (tasks.task_kind): a dataset's files decide, and on ratings
+# a sequence model makes it "sequences", or "next-item" with --task next-item.
+KINDS = ("pairs", "ratings", "sequences", "next-item")
+RATED = ("ratings", "sequences", "next-item")
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts", "cosine-cyclic")
 STEPS = ("auto", "fused", "autograd")
 SCORERS = ("dot", "cosine")
 
 
-def option(default, help: str, **limits):
-    """A config field with its help text and the range ``__post_init__`` checks.
+def option(default, help: str, kinds: tuple[str, ...] = KINDS, **limits):
+    """A config field with its help text, the kinds of task it acts on, and the range
+    ``__post_init__`` checks.
 
+    ``kinds``: those of ``KINDS`` whose training reads it (the report lists a
+    dataset's defaults by them).
     ``limits``: ``low`` (inclusive), ``above`` (exclusive), ``high``
-    (inclusive), ``choices``; floats must also be finite.
+    (inclusive), ``choices``; floats must also be finite. ``parse``: the
+    command line's type for it, when not the default's type (``--seed``'s).
     """
-    return field(default=default, metadata={"help": help, **limits})
+    return field(default=default, metadata={"help": help, "kinds": kinds, **limits})
 
 
 @dataclass(frozen=True)
@@ -46,12 +58,14 @@ class TrainConfig:
         "rating",
         "lstm and gru: predict each next rating, or the next item (leave-one-out, ranked "
         "against every item)",
+        kinds=("sequences", "next-item"),
         choices=TASKS,
     )
     labels: str = option(
         "continuous",
         "binary: BCE on 1/0; continuous: MSE of the sigmoid against targets that carry the "
         "pair weight (recsys_stream/losses.py)",
+        kinds=("pairs",),
         choices=LABELS,
     )
     epochs: int = option(5, "passes over train.parquet", low=1)
@@ -60,6 +74,7 @@ class TrainConfig:
         5,
         "negatives sampled per positive pair; next item: 0 for a softmax over all items, N for "
         "a sampled softmax against N items drawn once a batch",
+        kinds=("pairs", "next-item"),
         low=0,
     )
     shared_negatives: int = option(
@@ -67,6 +82,7 @@ class TrainConfig:
         "0: each pair gets its own k negatives; N > 0: N negatives drawn once a batch are shared "
         "by all its pairs, each at weight k / N (the same objective in expectation, scored as one "
         "matrix product: far fewer rows to read and update)",
+        kinds=("pairs",),
         low=0,
     )
     batch_size: int = option(
@@ -94,19 +110,30 @@ class TrainConfig:
         low=0,
     )
     negative_power: float = option(
-        0.25, "negatives are drawn with probability ~ train degree ** power", low=0
+        0.25,
+        "negatives are drawn with probability ~ train degree ** power",
+        kinds=("pairs",),
+        low=0,
     )
     smoothing: float = option(
-        0.9, "share of the mean of a product's train neighbours in its final vector", low=0, high=1
+        0.9,
+        "share of the mean of a product's train neighbours in its final vector",
+        kinds=("pairs",),
+        low=0,
+        high=1,
     )
     window: int = option(
-        5, "skip-gram: context window on either side (reduced at random per centre)", low=1
+        5,
+        "skip-gram: context window on either side (reduced at random per centre)",
+        kinds=("pairs",),
+        low=1,
     )
     # cosine by measurement: 0.9476 and 0.9430 against the dot product's 0.9363
     # and 0.9330 under the two protocols (bench_walks, 100k catalog).
     scorer: str = option(
         "cosine",
         "skip-gram: a val pair's score, the cosine or dot product of the input vectors",
+        kinds=("pairs",),
         choices=SCORERS,
     )
     side_info: str = option(
@@ -114,33 +141,41 @@ class TrainConfig:
         "comma-separated features (brand, category, price) whose vectors each product's vector "
         "averages with its own, from products.parquet; products without train pairs get "
         "vectors from them",
+        kinds=("pairs",),
     )
     fold: int = option(
         0,
         "ratings: train on fold K of `pipeline split-ratings --folds` (0: the plain split)",
+        kinds=("ratings",),
         low=0,
     )
     hidden: str = option(
         "100",
         'embedding_net: hidden layer sizes, comma-separated ("" for none); lstm and gru: the '
         "size of the state",
+        kinds=RATED,
     )
     dropout: float = option(
         0.25,
         "embedding_net: dropout after each hidden layer; lstm and gru: on the state",
+        kinds=RATED,
         low=0,
         high=0.99,
     )
     embedding_dropout: float = option(
         0.02,
         "embedding_net: dropout on the joined embeddings; lstm and gru: on the item embeddings",
+        kinds=RATED,
         low=0,
         high=0.99,
     )
-    prior_std: float = option(3.0, "pmf: std of the Gaussian prior on the vectors", above=0)
+    prior_std: float = option(
+        3.0, "pmf: std of the Gaussian prior on the vectors", kinds=("ratings",), above=0
+    )
     sigma_prior: float = option(
         1.0,
         "pmf: scale of the HalfNormal prior on the noise sigma (ratings scaled to [0, 1])",
+        kinds=("ratings",),
         above=0,
     )
     step: str = option(
@@ -155,7 +190,9 @@ class TrainConfig:
     )
     eval_sample: int = option(100_000, "validation rows scored for a learning-curve point", low=1)
     workers: int = option(0, "DataLoader worker processes (0: read in the training process)", low=0)
-    seed: int = option(42, "seed of initialisation, shuffling and sampling", low=0)
+    seed: int = option(
+        42, "seed of initialisation, shuffling and sampling", low=0, high=MAX_SEED, parse=cli.seed
+    )
 
     def __post_init__(self) -> None:
         names = dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS])
@@ -179,8 +216,11 @@ class TrainConfig:
 
     @classmethod
     def defaults(cls, kind: str, **values) -> TrainConfig:
-        """A ``kind`` of task's config (one of ``KIND_DEFAULTS``): its defaults, then ``values``."""
-        return cls(**{**KIND_DEFAULTS[kind], **values})
+        """A ``kind`` of task's config for ``values["model"]`` (the field's default model when
+        not given): the fields' defaults, then the kind's and the model's (``defaults_of``),
+        then ``values``, so an option given always wins."""
+        model = values.get("model", cls.model)
+        return cls(**{**defaults_of(kind, model), **values})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,6 +294,20 @@ NEXT_ITEM_DEFAULTS = {
     "dropout": 0.4,
 }
 
+# Skip-gram over random walks of the train pairs, as bench_walks measures it
+# against gensim (README, Graph embeddings): word2vec's loss (binary labels)
+# and negative power, one epoch, raw vectors (no smoothing), and 32 negatives
+# shared by each batch of 8,192 pairs: 84 s at 100k products (make demo),
+# where the fields' defaults (five epochs, k negatives a pair) ran past 25 min.
+SKIPGRAM_DEFAULTS = {
+    "labels": "binary",
+    "epochs": 1,
+    "negative_power": 0.75,
+    "smoothing": 0.0,
+    "shared_negatives": 32,
+    "batch_size": 8192,
+}
+
 # The defaults of each kind of task (tasks.task_kind), over the fields'.
 KIND_DEFAULTS = {
     "pairs": {},
@@ -261,3 +315,13 @@ KIND_DEFAULTS = {
     "sequences": SEQUENCE_DEFAULTS,
     "next-item": NEXT_ITEM_DEFAULTS,
 }
+# The defaults of a model, over its kind's.
+MODEL_DEFAULTS = {
+    "skipgram": SKIPGRAM_DEFAULTS,
+}
+
+
+def defaults_of(kind: str, model: str) -> dict:
+    """Where ``model``'s defaults on a ``kind`` of task differ from the fields': the kind's,
+    then the model's over them."""
+    return {**KIND_DEFAULTS[kind], **MODEL_DEFAULTS.get(model, {})}

@@ -56,6 +56,8 @@ class PairTask(Task):
         )
         self.model.configure(config)
         self.stream, self.rows = _stream(self.model, config, data)
+        if self.model.inputs == "walks":  # skip-gram's run also depends on the walks it read
+            self.identity["walks_id"] = walks_of(data.directory / WALKS)[2]["walks_id"]
         self.samples = self.rows * (1 + config.negatives)
         self.step = make_step(self.model, config, data.max_weight)
         self.probe = data.val.sample(config.eval_sample, config.seed)

@@ -10,7 +10,8 @@ predictions.csv), and a PCA of the best run's item vectors, with the titles
 at both ends of its first two components (the EmbeddingNet article's way
 of reading what the model learned). Next-item runs of sequence models get a
 section of their own: HR@10 and NDCG@10 beside popularity and
-co-occurrence, and their learning curves.
+co-occurrence, and their learning curves. Runs trained on stage files rerun
+since are left out, each named in a note under the stages table.
 """
 
 from __future__ import annotations
@@ -36,18 +37,22 @@ from pipeline.contracts import (
     SPLIT_RATINGS_STATS,
 )
 from recsys_stream.config import TrainConfig
-from recsys_stream.report import save, stage_table
-from recsys_stream.sequence_models import SEQUENCE_MODELS
+from recsys_stream.lineage import run_kind
+from recsys_stream.report import left_out_lines, save, stage_table
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
 ENDS = 5  # titles named at each end of a component
 
 
-def rating_report(data_dir: Path, runs: dict[str, dict], figures: Path) -> list[str]:
-    """The report's lines; its figures are written to ``figures``."""
+def rating_report(
+    data_dir: Path, runs: dict[str, dict], figures: Path, left_out: list[str]
+) -> list[str]:
+    """The report's lines; its figures are written to ``figures``. ``left_out``: the
+    notes of the runs left out (:func:`recsys_stream.report.current_runs`)."""
     next_item = {name: run for name, run in runs.items() if "test_hr10" in run["summary"]}
     variants = {name: run for name, run in runs.items() if name not in next_item}
     lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
+    lines += left_out_lines(left_out)
     if variants:
         lines += _rating_sections(data_dir, variants, figures)
     if next_item:
@@ -155,7 +160,8 @@ def _settings(variants: dict[str, dict]) -> list[str]:
     lines = ["| run | settings that differ from the defaults of its kind |", "|---|---|"]
     for name, run in variants.items():
         config = run["summary"]["config"]
-        defaults = TrainConfig.defaults(_kind(config), **{"model": config["model"]}).to_dict()
+        kind = run_kind(TrainConfig.from_dict(config), ratings=True)
+        defaults = TrainConfig.defaults(kind, **{"model": config["model"]}).to_dict()
         changed = [
             f"{k.replace('_', '-')} {v}"
             for k, v in config.items()
@@ -163,13 +169,6 @@ def _settings(variants: dict[str, dict]) -> list[str]:
         ]
         lines.append(f"| {name} | {', '.join(changed) or '(defaults)'} |")
     return lines
-
-
-def _kind(config: dict) -> str:
-    """The kind of task whose defaults a run's config started from."""
-    if config["model"] not in SEQUENCE_MODELS:
-        return "ratings"
-    return "next-item" if config["task"] == "next-item" else "sequences"
 
 
 def _next_item_sections(runs: dict[str, dict], figures: Path) -> list[str]:

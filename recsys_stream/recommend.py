@@ -9,7 +9,8 @@ one to follow the user's latest items (its last ``max_length`` ratings in
 time order), and the score it gives is the softmax's logit. The user is named
 by the raw file's key (MovieLens' userId, Amazon's reviewerID), found by a
 scan of users.parquet; their ratings by a scan of ratings.parquet, a row
-group at a time, so memory does not grow with the file.
+group at a time, so memory does not grow with the file. A run whose stages
+were rerun since it trained is refused (:mod:`recsys_stream.lineage`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from pipeline.contracts import ITEMS, RATINGS, USERS
 from pipeline.errors import PipelineError
+from recsys_stream.lineage import require_current
 from recsys_stream.rating_task import load_rating_model, predict
 from recsys_stream.runs import dataset_of
 from recsys_stream.sequence_models import SEQUENCE_MODELS
@@ -57,6 +59,7 @@ def recommend(run: str | os.PathLike, user: str, k: int = DEFAULT_K) -> Recommen
     """The ``k`` items ``user`` has not rated with the highest predicted ratings, best first."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PipelineError(f"-k must be at least 1, got {k!r}")
+    require_current(run)
     model, config, saved = load_rating_model(run)
     data = dataset_of(Path(run))
     user_id = _user_id(data / USERS, user)

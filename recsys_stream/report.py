@@ -9,8 +9,11 @@ three figures, each with a line saying what to look for: learning curves
 (validation AUC and training loss against step, epoch boundaries and the
 popularity baseline marked), precision and recall against threshold (the
 reference's "cliff" figures), and the ROC curves with popularity's. It is
-built from whatever finished runs the directory holds. The figure functions
-return matplotlib figures, which the tests inspect.
+built from whatever finished runs the directory holds that were trained on
+its current stage files: a run whose stages were rerun since
+(:mod:`recsys_stream.lineage`) is left out of the tables and figures, with
+a note naming it and what changed. The figure functions return matplotlib
+figures, which the tests inspect.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import dataclasses
 import datetime
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +35,7 @@ from matplotlib.figure import Figure
 from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS, WALKS_STATS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries
-from recsys_stream import runs
+from recsys_stream import lineage, runs
 from recsys_stream.config import TrainConfig
 from recsys_stream.tasks import dataset_kind
 
@@ -46,12 +50,18 @@ PROTOCOLS = {
 }
 
 
-def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
-    """Write ``data_dir/report.md`` and ``data_dir/figures/*.png``; return the report's path."""
+def report(
+    data_dir: str | os.PathLike,
+    quiet: bool = False,
+    note: Callable[[str], object] | None = None,
+) -> Path:
+    """Write ``data_dir/report.md`` and ``data_dir/figures/*.png``; return the report's path.
+
+    ``note`` is called with each note of a run left out (for the command line
+    to print); the report holds them too.
+    """
     data_dir = Path(data_dir)
-    variants = finished_runs(data_dir)
-    if not variants:
-        raise PipelineError(f"{data_dir / 'runs'}: no finished run (train one first)")
+    variants, left_out = current_runs(data_dir, finished_runs(data_dir))
     figures = data_dir / FIGURES
     figures.mkdir(exist_ok=True)
     for folder in (data_dir, figures):
@@ -59,16 +69,21 @@ def report(data_dir: str | os.PathLike, quiet: bool = False) -> Path:
     if dataset_kind(data_dir) == "ratings":
         from recsys_stream.rating_report import rating_report
 
-        lines = rating_report(data_dir, variants, figures)
+        lines = rating_report(data_dir, variants, figures, left_out)
     else:
-        lines = _pair_report(data_dir, variants, figures)
+        lines = _pair_report(data_dir, variants, figures, left_out)
     out = data_dir / "report.md"
     with atomic_output(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    if note:
+        for line in left_out:
+            note(line)
     return out
 
 
-def _pair_report(data_dir: Path, variants: dict[str, dict], figures: Path) -> list[str]:
+def _pair_report(
+    data_dir: Path, variants: dict[str, dict], figures: Path, left_out: list[str]
+) -> list[str]:
     sections = [
         (
             "Learning curves",
@@ -100,6 +115,7 @@ def _pair_report(data_dir: Path, variants: dict[str, dict], figures: Path) -> li
         ),
     ]
     lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
+    lines += left_out_lines(left_out)
     lines += ["", "## Models", "", *_variant_table(variants), "", *_protocol_note(variants)]
     lines += ["", "## Settings", "", *_settings_table(variants)]
     for title, figure, name, caption in sections:
@@ -122,6 +138,34 @@ def finished_runs(data_dir: Path) -> dict[str, dict]:
             "predictions": _csv(run / runs.PREDICTIONS),
         }
     return found
+
+
+def current_runs(data_dir: Path, found: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """The runs of ``found`` trained on the current stage files, and a note for each other.
+
+    Refuses, in one line, a directory without a finished run or whose every
+    run was trained on stage files rerun since.
+    """
+    folder = data_dir / "runs"
+    if not found:
+        raise PipelineError(f"{folder}: no finished run (train one first)")
+    stale = {name: lineage.change(folder / name) for name in found}
+    stale = {name: change for name, change in stale.items() if change}
+    if len(stale) == len(found):
+        every = "; ".join(
+            f"{name} {change} ({change.steps('its training')})" for name, change in stale.items()
+        )
+        raise PipelineError(f"{folder}: every run was trained on stage files rerun since: {every}")
+    notes = [
+        f"run {name} left out: {change} ({change.steps('its training')})"
+        for name, change in stale.items()
+    ]
+    return {name: run for name, run in found.items() if name not in stale}, notes
+
+
+def left_out_lines(notes: list[str]) -> list[str]:
+    """The report's notes of the runs left out, a list item each."""
+    return ["", *(f"- {note}" for note in notes)] if notes else []
 
 
 def _csv(path: Path) -> list[dict[str, float | None]]:
@@ -261,10 +305,11 @@ def _settings_table(variants: dict[str, dict]) -> list[str]:
             f"| {name} | {', '.join(changed) or 'none'} | "
             f"{run['summary'].get('negative_protocol', '–')} | {config.get('seed', '–')} |"
         )
-    defaults_text = ", ".join(
-        f"{f.name.replace('_', '-')} {getattr(TrainConfig(), f.name)}"
+    defaults_text = ", ".join(  # the options of product pairs (each field's kinds)
+        f"{f.name.replace('_', '-')} {str(f.default) or 'none'}"
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in ("eval_sample", "workers", "shuffle_groups")
+        if "pairs" in f.metadata["kinds"]
+        and f.name not in ("eval_sample", "workers", "shuffle_groups")
     )
     return [*table, "", f"Defaults: {defaults_text}."]
 

@@ -109,7 +109,8 @@ class Run:
         )
 
     def load_checkpoint(self) -> tuple[dict, str | None]:
-        """The checkpoint and, when it cannot be resumed here, why not."""
+        """The checkpoint and, when it cannot be resumed here, why not: another version,
+        other inputs, other settings, or epochs that are not the start of this run's."""
         path = self.path(CHECKPOINT)
         saved = load_torch(path)
         if saved.get("version") != CHECKPOINT_VERSION:
@@ -125,7 +126,9 @@ class Run:
             for key, value in previous.to_dict().items()
             if key != "epochs" and value != self.config.to_dict()[key]
         ]
-        return saved, f"made with other settings ({', '.join(changed)})" if changed else None
+        if changed:
+            return saved, f"made with other settings ({', '.join(changed)})"
+        return saved, _not_a_start(previous.epochs, saved["state"]["epoch"], self.config)
 
     def save_model(self, model: torch.nn.Module, shape: dict) -> None:
         """model.pt: the weights, config, identity and ``shape`` (what rebuilds the model)."""
@@ -145,6 +148,27 @@ class Run:
 
     def load_best(self, model: torch.nn.Module) -> None:
         model.load_state_dict(load_torch(self.path(BEST)))
+
+
+def _not_a_start(planned: int, done: int, config: TrainConfig) -> str | None:
+    """Why a checkpoint of ``done`` epochs, of a run planned for ``planned``, is not the
+    first epochs of a run of ``config`` that differs from it in its epochs only; None
+    when it is, so that resuming it gives what training ``config`` afresh would.
+
+    A checkpoint holding more epochs than asked for has trained past the run's end.
+    Under ``--schedule cosine`` (one annealing over all epochs) each epoch's learning
+    rate depends on how many there are, so epochs trained for another total are not
+    this run's. The other schedules' learning rate depends on the step's place in its
+    epoch or cycle only (:mod:`recsys_stream.schedule`): more epochs continue them.
+    """
+    if done > config.epochs:
+        return f"is at epoch {done}, past the --epochs {config.epochs} asked for"
+    if config.schedule == "cosine" and planned != config.epochs:
+        return (
+            f"made for --epochs {planned} under --schedule cosine, whose learning rate in "
+            f"every epoch depends on --epochs ({planned} -> {config.epochs})"
+        )
+    return None
 
 
 def side_sizes(model: PairModel) -> dict[str, int]:

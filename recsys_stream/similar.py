@@ -5,8 +5,9 @@ matrix products, sized so a batch's score matrix stays near 128 MB. The
 score is the model's (``query . candidate + candidate bias``, the logit
 less what is the same for every candidate), so ``similar`` ranks as the
 evaluation scores. The items of a ratings run are compared by the cosine of
-their vectors. The library returns a :class:`Result`; the command line
-prints it.
+their vectors. A run whose stages were rerun since it trained is refused
+(:mod:`recsys_stream.lineage`). The library returns a :class:`Result`; the
+command line prints it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from pipeline.contracts import ITEMS, VOCAB
 from pipeline.errors import PipelineError
+from recsys_stream.lineage import require_current
 from recsys_stream.rating_task import is_ratings_run, load_rating_model
 from recsys_stream.runs import dataset_of, load_model
 
@@ -76,6 +78,7 @@ class Index:
     """
 
     def __init__(self, run: str | os.PathLike):
+        require_current(run)
         if is_ratings_run(run):
             vectors = load_rating_model(run)[0].item_vectors().detach()
             self.queries = self.candidates = vectors

@@ -191,10 +191,94 @@ def make_rating_step(model, config: TrainConfig):
     return FusedRatingStep(model, layout) if kind == "fused" else TermsStep(model)
 
 
+# A run has diverged when the mean loss of a window of at least STEADY_STEPS steps
+# is LOSS_RISE times that of the part's first STEADY_STEPS steps (the untrained
+# model's, or the resumed one's). Means, not single steps: a sequence batch's loss
+# depends on its runs' lengths, and one batch of short runs scored 3.2 beside the
+# next one's 15.4 in a healthy run. Measured with the defaults of every kind of
+# model on small synthetic and real sets, no window rose above the first ones;
+# --lr 1 rose to 2 to 5 times on ratings and sequences.
+STEADY_STEPS = 16
+LOSS_RISE = 2.0
+# ... or when a weight's magnitude reaches this. A weight of 10 moves a logit by 10
+# (sigmoid(-10) = 4.5e-5) or, in two vectors, by 100: the sigmoids and gates
+# saturate and stop learning. Measured with the defaults of every kind of model,
+# the largest weight was 4.9 (skip-gram's output vectors, 100k synthetic catalog)
+# and under 3.5 elsewhere; --lr 1 reached 10 to 37 on pairs, ratings and sequences,
+# --lr 0.3 on pairs 10.4 in epoch 4 (AUC falling behind the default's).
+WEIGHT_LIMIT = 10.0
+
+
+class Diverged(PipelineError):
+    """A diverging run, stopped; the loop adds which checkpoint is the last good one."""
+
+    def __init__(self, step: int, cause: str, config: TrainConfig):
+        super().__init__(
+            f"training diverged at step {step}: {cause}; lower --lr (now {config.lr:g}) "
+            f"or --init-std (now {config.init_std:g})"
+        )
+
+
 def check_finite(value: float, step: int, config: TrainConfig, what: str = "loss") -> None:
     """Stop a diverging run at once, in one line saying what to lower."""
     if not math.isfinite(value):
-        raise PipelineError(
-            f"training diverged at step {step} ({what} {value}); lower --lr (now {config.lr:g}) "
-            f"or --init-std (now {config.init_std:g})"
-        )
+        raise Diverged(step, f"the {what} became {value}", config)
+
+
+class DivergenceWatch:
+    """Stop a run that diverges, from what it does to the model, not only an infinite loss.
+
+    :meth:`step` after each step (the loss is already a Python number), :meth:`point`
+    at each learning-curve point: the mean loss of the steps since the last
+    comparison, once they are STEADY_STEPS or more, LOSS_RISE times the mean of the
+    part's first STEADY_STEPS steps, or a weight of WEIGHT_LIMIT, stops it. The
+    weights are read at the points only, by ``aminmax`` (no temporary: 14 ms for a
+    table of 2.17M rows of 33, one thread). A loss that starts at or below zero
+    (pmf's log-likelihood) is left to the weights.
+
+    Every data-parallel rank sees the same losses and weights, so all stop at
+    the same step.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig):
+        self.model, self.config = model, config
+        self.first: list[float] = []  # the part's first STEADY_STEPS losses
+        self.window: list[float] = []  # the losses since the last comparison
+
+    def step(self, loss: float, step: int) -> None:
+        """Check a step's ``loss``; the part's first ones are what later windows are held to."""
+        check_finite(loss, step, self.config)
+        if len(self.first) < STEADY_STEPS:
+            self.first.append(loss)
+
+    def point(self, losses: list[float], step: int) -> None:
+        """Check the window of ``losses`` just ended at ``step``, and the weights."""
+        self.window += losses
+        if len(self.window) >= STEADY_STEPS and len(self.first) == STEADY_STEPS:
+            mean, first = sum(self.window) / len(self.window), sum(self.first) / STEADY_STEPS
+            self.window = []
+            if first > 0 and mean > LOSS_RISE * first:
+                raise Diverged(
+                    step,
+                    f"the loss rose to {mean:.4g}, {mean / first:.1f}x its {first:.4g} over "
+                    f"the first {STEADY_STEPS} steps",
+                    self.config,
+                )
+        name, largest = self.largest_weight()
+        if not largest <= WEIGHT_LIMIT:  # NaN too
+            raise Diverged(step, f"a weight in {name} reached {largest:.3g}", self.config)
+
+    def largest_weight(self) -> tuple[str, float]:
+        """The parameter holding the largest magnitude, and that magnitude (the first
+        that is not a number, if one is not)."""
+        found = ("", 0.0)
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if param.numel() and param.dtype.is_floating_point:
+                    low, high = torch.aminmax(param)
+                    largest = max(-low.item(), high.item())
+                    if math.isnan(largest):
+                        return name, largest
+                    if largest > found[1]:
+                        found = (name, largest)
+        return found

@@ -23,8 +23,6 @@ from pipeline.errors import PipelineError
 from recsys_stream.config import TrainConfig
 from recsys_stream.steps import Step
 
-KINDS = ("pairs", "ratings", "sequences", "next-item")
-
 
 class Task:
     """A dataset opened for training, with its model, step and stream built."""
@@ -69,8 +67,9 @@ def dataset_kind(data_dir: str | os.PathLike) -> str:
 
 
 def task_kind(data_dir: str | os.PathLike, model: str | None, task: str | None) -> str:
-    """The kind of task a model trains on a dataset: its files decide, and on ratings a
-    sequence model (``--model lstm``) makes it "sequences", or "next-item"."""
+    """The kind of task a model trains on a dataset (one of ``config.KINDS``, whose
+    defaults it takes): its files decide, and on ratings a sequence model
+    (``--model lstm``) makes it "sequences", or "next-item"."""
     from recsys_stream.sequence_models import SEQUENCE_MODELS
 
     kind = dataset_kind(data_dir)
@@ -96,15 +95,21 @@ def check_memory(rows: int, config: TrainConfig, what: str) -> None:
 
     ``rows``: the embedding rows of all tables (products, or users and items).
     """
-    tables = rows * (config.dim + 1) * 4 * 3  # weights and two Adam moments
-    batch = config.batch_size * (config.negatives + 2) * config.dim * 4 * 8  # temporaries
-    needed = tables + batch + rows * 16
+    needed = training_bytes(rows, config)
     available = available_memory()
     if available and needed > available:
         raise PipelineError(
             f"--dim {config.dim} and --batch-size {config.batch_size} need about "
             f"{needed / 2**30:.1f} GiB for {what}; {available / 2**30:.1f} GiB is available"
         )
+
+
+def training_bytes(rows: int, config: TrainConfig) -> int:
+    """About the memory training takes beside the runtime: ``rows`` embedding rows with
+    their two Adam moments, and a batch's temporaries."""
+    tables = rows * (config.dim + 1) * 4 * 3  # weights and two Adam moments
+    batch = config.batch_size * (config.negatives + 2) * config.dim * 4 * 8  # temporaries
+    return tables + batch + rows * 16
 
 
 def available_memory() -> int | None:

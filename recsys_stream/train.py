@@ -33,7 +33,7 @@ from recsys_stream.config import TrainConfig
 from recsys_stream.distributed import DistributedStep, Ranks
 from recsys_stream.runs import Run, TrainState
 from recsys_stream.schedule import learning_rate
-from recsys_stream.steps import check_finite
+from recsys_stream.steps import Diverged, DivergenceWatch
 from recsys_stream.tasks import Task, task_kind
 from recsys_stream.threads import ThreadTuner
 
@@ -51,10 +51,11 @@ def train(
 ) -> dict:
     """Train ``config`` on ``data_dir``; return the run's summary.
 
-    ``config``: default, the defaults of the task's kind with ``options``
-    over them (``TrainConfig.defaults``; the command line's way).
+    ``config``: default, the defaults of the task's kind and model with
+    ``options`` over them (``TrainConfig.defaults``; the command line's way).
     ``resume``: False starts afresh; True continues from the run's checkpoint,
-    refusing one made with other settings (only ``epochs`` may differ), and
+    refusing one made with other settings (only ``epochs`` may differ, as long as
+    the checkpoint is the start of this run: ``Run.load_checkpoint``), and
     says so when there is none; ``"auto"`` continues when the checkpoint
     matches and starts afresh, saying why, when it does not.
     ``threads``: torch's intra-op threads for the step; 0 chooses between one
@@ -124,24 +125,28 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
     first_step = state.step
     tuner = ThreadTuner(threads or (0 if task.thread_invariant and not ranks.parallel else 1))
     quiet = quiet or not ranks.lead
-    if not state.history:  # the curve starts at the untrained model
-        _record(task, ranks, state, 0, config.lr, [], 0, time.perf_counter(), tuner)
-    for epoch in range(state.epoch, config.epochs):
-        if state.stopped_early:
-            break
-        _train_epoch(task, ranks, tuner, epoch, state, quiet)
-        state.epoch = epoch + 1
-        with tuner.paused():
-            _watch(task, run, state, ranks.lead)
-            if not ranks.lead:
-                continue
-            part_seconds = time.perf_counter() - started
-            run.save_checkpoint(
-                task.model,
-                task.step.state_dict(),
-                dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
-            )
-            runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
+    watch = DivergenceWatch(task.model, config)
+    try:
+        if not state.history:  # the curve starts at the untrained model
+            _record(task, ranks, state, 0, config.lr, [], 0, time.perf_counter(), tuner)
+        for epoch in range(state.epoch, config.epochs):
+            if state.stopped_early:
+                break
+            _train_epoch(task, ranks, tuner, watch, epoch, state, quiet)
+            state.epoch = epoch + 1
+            with tuner.paused():
+                _watch(task, run, state, ranks.lead)
+                if not ranks.lead:
+                    continue
+                part_seconds = time.perf_counter() - started
+                run.save_checkpoint(
+                    task.model,
+                    task.step.state_dict(),
+                    dataclasses.replace(state, wall_seconds=state.wall_seconds + part_seconds),
+                )
+                runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
+    except Diverged as exc:  # no summary.json: nothing that looks finished
+        raise PipelineError(f"{exc}; {_last_good(run, state)}") from None
     steps = state.step - first_step
     exchange = _exchange_seconds(task.step, steps) if ranks.parallel else {}
     task.step = None  # the optimizer's moments, two thirds of the training memory
@@ -230,14 +235,30 @@ def _starting_state(run: Run, resume, task: Task, lead: bool) -> TrainState:
     return TrainState(**saved["state"])
 
 
+def _last_good(run: Run, state: TrainState) -> str:
+    """Which checkpoint a diverged run leaves: the last epoch's, whose weights passed the
+    checks at the epoch's last curve point."""
+    checkpoint = run.path(runs.CHECKPOINT)
+    if state.epoch and checkpoint.is_file():
+        return f"the last good checkpoint is {checkpoint} (epoch {state.epoch})"
+    return "there is no checkpoint: it diverged in epoch 1"
+
+
 def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
 def _train_epoch(
-    task: Task, ranks: Ranks, tuner: ThreadTuner, epoch: int, state: TrainState, quiet: bool
+    task: Task,
+    ranks: Ranks,
+    tuner: ThreadTuner,
+    watch: DivergenceWatch,
+    epoch: int,
+    state: TrainState,
+    quiet: bool,
 ):
-    """One pass over the stream (this rank's share); learning-curve points along the way."""
+    """One pass over the stream (this rank's share); learning-curve points along the way,
+    at each of which ``watch`` checks the window's loss and the weights."""
     config = task.config
     task.stream.set_epoch(epoch)
     # Without workers the stream is read as it is: a DataLoader would yield the
@@ -265,7 +286,7 @@ def _train_epoch(
                 state.epoch_start_lr.append(lr)
             loss = task.step(batch, lr)
             state.step += 1
-            check_finite(loss, state.step, config)
+            watch.step(loss, state.step)
             done = len(batch) if batch is not None else 0
             tuner.step_done(done)
             losses.append(loss)
@@ -273,10 +294,13 @@ def _train_epoch(
             bar.update(done * ranks.world)  # about the step's samples over all ranks
             if step_in_epoch + 1 in points:
                 ticked = _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
+                with tuner.paused():
+                    watch.point(losses, state.step)
                 bar.set_postfix(loss=f"{state.history[-1]['loss']:.4f}")
                 losses, samples = [], 0
         if losses:  # an epoch of more batches than planned: close its curve
             _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
+            watch.point(losses, state.step)
 
 
 def curve_points(steps_per_epoch: int, eval_every: int) -> set[int]:

@@ -81,7 +81,8 @@ def test_make_demo_on_a_fresh_copy(tmp_path):
 
     again = make(copy, "demo", *settings)
     assert again.returncode == 0
-    assert ran(again) == []  # nothing changed: nothing reruns
+    assert ran(again) == []  # nothing changed: nothing reruns, and one line says so
+    assert (again.stdout, again.stderr) == ("report up to date: data/demo/report.md\n", "")
 
     # More epochs retrain without re-splitting, and continue the checkpoints.
     more = make(copy, "demo", "DEMO_PRODUCTS=3000", "EPOCHS=2", "QUIET=1")
@@ -125,7 +126,8 @@ def test_make_electronics_on_a_local_real_2014_file(tmp_path, shared_sample):
     assert (parsed["format"], parsed["lines"], parsed["products"]) == ("py", 7419, 7419)
     report = (data / "report.md").read_text()
     assert all(f"| {variant} |" in report for variant in VARIANTS)
-    assert ran(make(copy, "electronics", *settings)) == []
+    unchanged = make(copy, "electronics", *settings)
+    assert unchanged.stdout == "report up to date: data/electronics/report.md\n"
     other = shared_sample(MAGAZINES_2018)  # another RAW: everything reruns
     again = make(copy, "electronics", f"RAW={other}", "EPOCHS=1", "QUIET=1")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -171,7 +173,8 @@ def test_make_sequences_on_planted_sequences_then_nothing_then_what_changed(tmp_
     assert summary["test_hr10"] > 2 * summary["popularity_test_hr10"], summary
     report = (data / "report.md").read_text()
     assert "## Next item" in report and "| lstm-next |" in report and "| lstm | lstm |" in report
-    assert ran(make(copy, "sequences", *settings)) == []  # nothing changed: nothing runs
+    unchanged = make(copy, "sequences", *settings)  # nothing changed: nothing runs
+    assert unchanged.stdout == "report up to date: data/seq/report.md\n"
     again = make(copy, "sequences", *settings, "MAX_LENGTH=10")
     assert again.returncode == 0, again.stderr[-2000:]
     assert ran(again) == ["sequences", *["train"] * 3, "report"]
@@ -234,10 +237,14 @@ def test_make_ratings_on_a_small_file_then_nothing_then_what_changed(tmp_path):
     for model in ("mf", "mf_bias", "pmf", "embedding_net"):
         assert f"| {model} | {model} |" in report
     assert "Component 1, one end: Movie" in report
-    assert ran(make(copy, "ratings", *settings)) == []  # nothing changed: nothing runs
+    unchanged = make(copy, "ratings", *settings)  # nothing changed: nothing runs
+    assert unchanged.stdout == "report up to date: data/small/report.md\n"
     again = make(copy, "ratings", *settings[:-2], "EPOCHS=1", "QUIET=1")  # only training changed
     assert again.returncode == 0, again.stderr[-2000:]
     assert ran(again) == [*["train"] * 4, "report"]
+    for model in ("mf", "mf_bias", "pmf", "embedding_net"):  # fewer epochs: trained afresh
+        summary = json.loads((data / "runs" / model / "summary.json").read_text())
+        assert (summary["epochs"], summary["config"]["epochs"], summary["parts"]) == (1, 1, 1)
     missing = make(copy, "ratings", "NAME=small")
     assert missing.returncode != 0
     assert missing.stderr.splitlines()[0].startswith("error: make ratings needs RAW=")

@@ -218,7 +218,7 @@ def test_an_injected_write_error_is_one_line_and_leaves_nothing(dataset, tmp_pat
         (["--lr", "inf"], "--lr must be a finite number"),
         (["--lr", "nan"], "--lr must be a finite number"),
         (["--lr", "0"], "--lr must be above 0"),
-        (["--seed", "-3"], "--seed must be at least 0"),
+        (["--seed", "-3"], "--seed must be an integer from 0 to"),
         (["--negative-power", "nan"], "--negative-power must be a finite number"),
         (["--smoothing", "1.5"], "--smoothing must be at most 1"),
         (["--dim", "0"], "--dim must be at least 1"),
@@ -230,7 +230,7 @@ def test_train_options_are_checked(args, message, tmp_path):
 
 
 def test_other_stages_check_their_numbers(tmp_path):
-    assert "--seed must be a non-negative integer" in one_error_line(
+    assert "--seed must be an integer from 0 to" in one_error_line(
         cli("pipeline", "synth", tmp_path / "x.json", "--products", "10", "--seed", "-3")
     )
     assert "--workers must be at least 1" in one_error_line(

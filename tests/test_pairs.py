@@ -195,12 +195,9 @@ def test_filters_can_be_turned_off(catalog):
 
 def test_empty_result(tmp_path):
     data = write_products(tmp_path / "d", [{"asin": "A", "title": None, "also_bought": ["B"]}])
-    stats = build_pairs(data, quiet=True)
-    assert (stats["kept"], stats["pairs"], stats["vocabulary"]) == (0, 0, 0)
-    assert stats["weight_histogram"] == {}
-    require(data / "vocab.parquet", VOCAB_SCHEMA)
-    require(data / "pairs.parquet", PAIRS_SCHEMA)
-    assert pq.read_table(data / "pairs.parquet").num_rows == 0
+    with pytest.raises(PipelineError, match="no pairs: none of its 1 products passes"):
+        build_pairs(data, quiet=True)  # tests/test_messages.py checks the whole message
+    assert not (data / "pairs.json").exists() and not (data / "pairs.parquet").exists()
 
 
 # --- against an independent in-memory reference --------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -36,14 +37,17 @@ SAMPLES = {
         "ratings.csv",
         ["userId,movieId,rating,timestamp\r"] + [f"{u},{i},{r},{t}\r" for u, i, r, t in ROWS],
     ),
-    "movielens-100k": ("u.data", [f"{u}\t{i}\t{int(r * 2)}\t{t}" for u, i, r, t in ROWS]),
+    "movielens-100k": ("u.data", [f"{u}\t{i}\t{math.ceil(r)}\t{t}" for u, i, r, t in ROWS]),
     "movielens-dat": ("ratings.dat", [f"{u}::{i}::{r}::{t}" for u, i, r, t in ROWS]),
     "recbole": (
         "ml-100k.inter",
         ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
         + [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in ROWS],
     ),
-    "amazon": ("reviews.json.gz", [amazon(f"U{u}", f"B{i}", r, t) for u, i, r, t in ROWS]),
+    "amazon": (
+        "reviews.json.gz",
+        [amazon(f"U{u}", f"B{i}", math.ceil(r), t) for u, i, r, t in ROWS],
+    ),
 }
 
 
@@ -56,12 +60,12 @@ def test_each_format_is_detected_and_read_exactly(tmp_path, fmt):
     name, lines = SAMPLES[fmt]
     raw = write_lines(tmp_path / name, lines)
     assert detect_format(raw) == fmt
-    stats = ratings(raw, tmp_path / "out", quiet=True)
+    stats = ratings(raw, tmp_path / "out", quiet=True, scale="1:5" if fmt == "recbole" else None)
     assert (stats["format"], stats["lines"], stats["ratings"], stats["rejected"]) == (fmt, 3, 3, 0)
     found = read(tmp_path / "out" / "ratings.parquet")
-    scale = 0.5 if fmt == "movielens-100k" else 1  # u.data holds whole stars: 8, 7, 10 here
+    whole = fmt in ("movielens-100k", "amazon")  # whole stars: 3.5 is written as 4
     assert found["user"] == [0, 1, 0] and found["item"] == [0, 0, 1]
-    assert [r * scale for r in found["rating"]] == [4.0, 3.5, 5.0]
+    assert found["rating"] == ([4.0, 4.0, 5.0] if whole else [4.0, 3.5, 5.0])
     assert found["timestamp"] == [100, 101, 102]
     users = read(tmp_path / "out" / "users.parquet")
     prefix = "U" if fmt == "amazon" else ""

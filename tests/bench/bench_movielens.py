@@ -81,7 +81,8 @@ def movielens_100k(raw: str | None) -> Path:
 def prepare(raw: Path, out: Path, titles: Path | None = None, **split) -> Path:
     if out.exists():
         shutil.rmtree(out)
-    ratings(raw, out, titles=titles, quiet=True)
+    scale = "1:5" if raw.suffix == ".inter" else None  # recbole's ml-100k.inter names none
+    ratings(raw, out, titles=titles, scale=scale, quiet=True)
     split_ratings(out, quiet=True, **split)
     return out
 

@@ -80,7 +80,8 @@ def at_edge(grid: dict, best: dict) -> list[str]:
 def prepare(raw: Path, folder: Path) -> Path:
     """A dataset split by time with its sequence files, made afresh."""
     shutil.rmtree(folder, ignore_errors=True)
-    ratings(raw, folder, quiet=True)
+    scale = "1:5" if raw.suffix == ".inter" else None  # recbole's ml-100k.inter names none
+    ratings(raw, folder, scale=scale, quiet=True)
     split_ratings(folder, by="time", quiet=True)
     sequences(folder, quiet=True)
     return folder
