@@ -256,6 +256,7 @@ def recorded(tmp: Path) -> dict[str, list[tuple[str, str, str, object]]]:
         "MAX_LENGTH": [(NAME, "sequences.json", "max_length", 9)],
         "RAW": [(NAME, "ratings.json", "raw", str(tmp / "ratings.csv"))],
         "TITLES": [(NAME, "ratings.json", "items_titled", 30)],
+        "SCALE": [(NAME, "ratings.json", "scale.min", 1), (NAME, "ratings.json", "scale.max", 10)],
     }
 
 
