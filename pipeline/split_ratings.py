@@ -10,6 +10,10 @@ Writes, in the dataset directory:
 - ``split-ratings.json``: rows of each file, val rows whose user or item has
   no train rating, options, seconds, peak RSS.
 
+A rerun first deletes the train and val files of an earlier split that this one
+does not make (the plain split's, or folds beyond K), so no run trained on them
+looks current beside it.
+
 Train and val rows carry ``user``, ``item``, ``rating``, ``timestamp`` in a
 seeded random order (a sequential read is already shuffled); val rows also
 ``user_seen`` and ``item_seen`` (whether that user or item has a rating in
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -70,6 +75,9 @@ ROW_GROUP_ROWS = 1 << 18
 _BY_USER = pa.schema([("user", pa.int32()), ("timestamp", pa.int64()), ("row", pa.int64())])
 
 
+_SPLIT_FILE = re.compile(r"ratings-(train|val)(-fold[1-9][0-9]*)?\.parquet")
+
+
 def split_names(folds: int) -> list[tuple[str, str]]:
     """The (train, val) file names of a split: one pair, or one a fold."""
     if folds <= 1:
@@ -99,6 +107,7 @@ def split_ratings(
     parts = max(folds, 2)  # a plain split is two parts: 0 train, 1 val
     split_id = lineage_id("split-ratings", ratings_id, by, val_prop, folds, seed)
     names = split_names(folds)
+    _remove_other_splits(data_dir, names)
     with temporary_folder(data_dir / "split-ratings-work") as work:
         if folds:
             part = _dealt(source, folds, seed)
@@ -128,6 +137,17 @@ def split_ratings(
     )
     write_json(data_dir / SPLIT_RATINGS_STATS, stats)
     return stats
+
+
+def _remove_other_splits(data_dir: Path, names: list[tuple[str, str]]) -> None:
+    """Delete the train and val files of an earlier split of another layout (the plain
+    split's, or folds this split does not make): runs trained on them would otherwise
+    look current beside this split. Deleted first, so a killed run leaves none."""
+    kept = {name for pair in names for name in pair}
+    for pattern in ("ratings-train*.parquet", "ratings-val*.parquet"):
+        for path in data_dir.glob(pattern):
+            if _SPLIT_FILE.fullmatch(path.name) and path.name not in kept:
+                path.unlink()
 
 
 def _check_options(by: str, val_prop: float, folds: int, seed: int) -> None:

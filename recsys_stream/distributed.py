@@ -1,8 +1,9 @@
 """Data-parallel training with torch.distributed: what one rank of N does differently.
 
-Every rank holds the whole model (replicated tables) and streams its own
-share of the train file's row groups (:meth:`RowGroupStream.shard`), a
-batch of ``batch_size / N`` rows a step. A step's gradients are the fused
+Every rank holds the whole model (replicated tables), makes the same batches
+as the others and trains on its slice of each one's rows
+(:meth:`RowGroupStream.shard`): the ranks together train on the batches one
+process would. A step's gradients are the fused
 step's: each table's distinct touched rows and their gradient rows. The
 ranks gather them all (:func:`gather_headers`, :func:`combine`), and every
 rank sums them in rank order into the gradient of the union of the N
@@ -210,8 +211,8 @@ def stop() -> None:
 def lockstep(batches: Iterable, ranks: Ranks) -> Iterator:
     """Each rank's batches, then ``None`` until every rank has run out.
 
-    The ranks' shares of an epoch may differ by a row group, but every step
-    is a collective: a rank whose share is done takes empty steps.
+    Every step is a collective: a rank whose slice of the epoch's last batch
+    is empty takes an empty step.
     """
     if not ranks.parallel:
         yield from batches

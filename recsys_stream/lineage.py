@@ -133,10 +133,19 @@ def _links(data: Path, kind: str, config: TrainConfig) -> list[tuple[str, Path, 
     if kind == "ratings":  # the plain split's train file, or fold K's (numbered from 1)
         fold = config.fold
         train = split_names(max(fold, 2))[fold - 1][0] if fold else split_names(0)[0][0]
-        return [*links, ("split", data / train, "split_id")]
+        return [*links, ("split", _split_file(data, train), "split_id")]
     own = NEXT_TRAIN if kind == "next-item" else SEQUENCES_TRAIN
     split = ("split", data / split_names(0)[0][0], "split_id")
     return [*links, split, ("sequences", data / own, "sequences_id")]
+
+
+def _split_file(data: Path, train: str) -> Path:
+    """``train`` when it exists, else any train file of the current split: a rerun of
+    ``split-ratings`` in another layout (plain or another number of folds) deletes the
+    files it does not make, so the split a fold run trained on may be gone."""
+    if (data / train).is_file():
+        return data / train
+    return next(iter(sorted(data.glob("ratings-train*.parquet"))), data / train)
 
 
 def _ids(path: Path) -> dict[str, str]:

@@ -6,14 +6,18 @@ mixes ``shuffle_groups`` of them at a time in a bounded buffer, and yields
 whole batches as tensors with their sampled negatives (k a pair, or N
 shared by the batch's pairs). Under a DataLoader
 with workers, worker w takes every n-th row group of that order, so each
-pair is seen exactly once per epoch.
+pair is seen exactly once per epoch. Data-parallel ranks (:meth:`~RowGroupStream.shard`)
+read the same batches and each keeps its slice of every batch's rows, so N ranks
+together train on the batches one process would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +41,7 @@ class Batch:
     weight: torch.Tensor  # (B,) float32: each pair's weight (the loss makes targets of it)
     shared: torch.Tensor | None = None  # (N,) int64
     shared_weight: float = 0.0
+    ROWS: ClassVar = ("anchor", "others", "weight")  # the fields a row of the batch spans
 
     def __len__(self) -> int:
         """Samples, as the objective counts them: B x (1 + k) either way."""
@@ -51,8 +56,9 @@ class RowGroupStream(IterableDataset):
 
     With DataLoader workers, each takes every n-th row group of the epoch's
     order, with a generator of its own: each row is read once an epoch.
-    Data-parallel ranks (:meth:`shard`) split the row groups the same way,
-    one share for each of their workers.
+    Data-parallel ranks (:meth:`shard`) read the same row groups with the same
+    generators, so they make the same batches; each keeps its share of every
+    batch's rows (:meth:`share`).
     """
 
     def __init__(self, path: str | Path, batch_size: int, seed: int, shuffle_groups: int):
@@ -66,10 +72,25 @@ class RowGroupStream(IterableDataset):
         self.epoch = epoch
 
     def shard(self, rank: int, ranks: int) -> None:
-        """Stream only rank ``rank``'s share of ``ranks``, in batches of ``batch_size /
-        ranks`` rows: a step of all ranks together sees ``batch_size`` rows."""
+        """Yield only rank ``rank``'s share of ``ranks`` of each batch: a step of all ranks
+        together sees the ``batch_size`` rows one process would. Each rank reads the whole
+        file: a share of whole row groups would leave ranks with unequal epochs (or none,
+        on a file of fewer groups than ranks) and the schedule counting the wrong steps."""
         self.rank, self.ranks = rank, ranks
-        self.batch_size //= ranks
+
+    def share(self, batch):
+        """This rank's contiguous slice of ``batch``'s rows (the fields in its ``ROWS``;
+        shared negatives stay whole), or None when the slice is empty: the epoch's last
+        batch may hold fewer rows than there are ranks."""
+        if self.ranks == 1:
+            return batch
+        rows = len(getattr(batch, batch.ROWS[0]))
+        low, high = rows * self.rank // self.ranks, rows * (self.rank + 1) // self.ranks
+        if low == high:
+            return None
+        return dataclasses.replace(
+            batch, **{name: getattr(batch, name)[low:high] for name in batch.ROWS}
+        )
 
     def row_groups(self, worker: int = 0, workers: int = 1) -> list[int]:
         """The row groups a worker reads this epoch, in order."""
@@ -78,12 +99,12 @@ class RowGroupStream(IterableDataset):
         return order[worker::workers].tolist()
 
     def worker_plan(self) -> tuple[np.random.Generator, list[int]]:
-        """This worker's generator for the epoch and the row groups it reads."""
+        """This worker's generator for the epoch and the row groups it reads (every rank's
+        worker w the same)."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        share = self.rank * workers + worker
-        rng = np.random.default_rng([self.seed, self.epoch, share])
-        return rng, self.row_groups(share, workers * self.ranks)
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        return rng, self.row_groups(worker, workers)
 
     def shuffled(
         self, rng: np.random.Generator, groups: list[int], columns: list[str]
@@ -164,7 +185,7 @@ class PairStream(NegativeStream):
     def __iter__(self) -> Iterator[Batch]:
         rng, groups = self.worker_plan()
         for rows in self.shuffled(rng, groups, ["src", "dst", "weight"]):
-            yield self._batch(rng, rows)
+            yield self.share(self._batch(rng, rows))
 
     def _batch(self, rng: np.random.Generator, rows: dict[str, np.ndarray]) -> Batch:
         # Either end of a pair can be the anchor: a coin flip, so both ends
@@ -182,6 +203,7 @@ class RatingBatch:
     user: torch.Tensor  # (B,) int64
     item: torch.Tensor  # (B,) int64
     rating: torch.Tensor  # (B,) float32
+    ROWS: ClassVar = ("user", "item", "rating")
 
     def __len__(self) -> int:
         return len(self.rating)
@@ -193,11 +215,12 @@ class RatingStream(RowGroupStream):
     def __iter__(self) -> Iterator[RatingBatch]:
         rng, groups = self.worker_plan()
         for rows in self.shuffled(rng, groups, ["user", "item", "rating"]):
-            yield RatingBatch(
+            batch = RatingBatch(
                 torch.from_numpy(rows["user"].astype(np.int64)),
                 torch.from_numpy(rows["item"].astype(np.int64)),
                 torch.from_numpy(rows["rating"]),
             )
+            yield self.share(batch)
 
 
 @dataclass

@@ -135,6 +135,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
             _train_epoch(task, ranks, tuner, watch, epoch, state, quiet)
             state.epoch = epoch + 1
             with tuner.paused():
+                watch.compare(state.step)  # before the checkpoint: no diverged model in it
                 _watch(task, run, state, ranks.lead)
                 if not ranks.lead:
                     continue
@@ -286,7 +287,7 @@ def _train_epoch(
                 state.epoch_start_lr.append(lr)
             loss = task.step(batch, lr)
             state.step += 1
-            watch.step(loss, state.step)
+            watch.step(loss, state.step, batch)
             done = len(batch) if batch is not None else 0
             tuner.step_done(done)
             losses.append(loss)
@@ -295,12 +296,12 @@ def _train_epoch(
             if step_in_epoch + 1 in points:
                 ticked = _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
                 with tuner.paused():
-                    watch.point(losses, state.step)
+                    watch.point(state.step)
                 bar.set_postfix(loss=f"{state.history[-1]['loss']:.4f}")
                 losses, samples = [], 0
         if losses:  # an epoch of more batches than planned: close its curve
             _record(task, ranks, state, epoch + 1, lr, losses, samples, ticked, tuner)
-            watch.point(losses, state.step)
+            watch.point(state.step)
 
 
 def curve_points(steps_per_epoch: int, eval_every: int) -> set[int]:

@@ -99,10 +99,10 @@ class WalkStream(NegativeStream):
             whole = len(centre) - len(centre) % self.batch_size
             for offset in rng.permutation(whole // self.batch_size) * self.batch_size:
                 rows = slice(offset, offset + self.batch_size)
-                yield self._batch(rng, centre[rows], context[rows])
+                yield self.share(self._batch(rng, centre[rows], context[rows]))
             carry = (centre[whole:], context[whole:])
         if len(carry[0]):
-            yield self._batch(rng, *carry)
+            yield self.share(self._batch(rng, *carry))
 
     def _batch(self, rng: np.random.Generator, centre: np.ndarray, context: np.ndarray) -> Batch:
         return self.batch(rng, centre, context, torch.ones(len(centre)))

@@ -20,6 +20,7 @@ from pipeline.synth_ratings import generate_ratings
 from recsys_stream import distributed, steps, tasks
 from recsys_stream.__main__ import main as recsys_main
 from recsys_stream.config import TrainConfig
+from recsys_stream.stream import SequenceBatch
 from recsys_stream.train import train
 
 FAST = dict(batch_size=256, eval_sample=1000)
@@ -88,27 +89,53 @@ def test_a_run_that_diverges_later_names_the_last_good_checkpoint(pairs, monkeyp
     assert checkpoint.is_file() and not (pairs / "runs" / RUN / "summary.json").exists()
 
 
-def test_the_loss_is_held_to_the_mean_of_the_first_steps_not_to_one_batch():
-    model = torch.nn.Linear(2, 1)
-    watch = steps.DivergenceWatch(model, TrainConfig())
-    for step, loss in enumerate([0.3] + [1.0] * 15, 1):  # a short first batch, then steady
-        watch.step(loss, step)
-    watch.point([1.0] * 16, 16)  # 1.0 is 3.3x the first step, but not 2x the first 16's mean
-    watch.point([2.0] * 8, 24)  # fewer than 16 losses: compared when the window is full
+def test_a_ratings_model_whose_loss_jumps_at_the_second_step_stops(rated):
+    with pytest.raises(PipelineError) as caught:  # its weights stay under the limit
+        train(rated, quiet=True, options={"model": "embedding_net", "lr": 1.0})
+    cause = r"the loss rose to \d\.\d+ a sample, [3-9]\.\dx its 1\.\d+ at the first step"
+    pattern = DIVERGED.format(cause=cause, lr="1", checkpoint=NO_CHECKPOINT)
+    assert re.fullmatch(pattern, str(caught.value)), caught.value
+
+
+def runs_of(length: int, loss: float, step: int) -> tuple[float, int, SequenceBatch]:
+    """Sequence step ``step``'s loss on 8 runs of ``length``, normed as the stream norms
+    it (8 runs of the file's mean of 10 positions), whose per-position mean is ``loss``;
+    and its batch."""
+    items = torch.zeros(8, length, dtype=torch.long)
+    scored = torch.ones(8, length, dtype=torch.bool)
+    batch = SequenceBatch(items, items.float(), scored, samples=8 * length, norm=80.0)
+    return loss * batch.samples / batch.norm, step, batch
+
+
+def test_the_loss_is_held_to_the_first_steps_per_position_whatever_the_runs_lengths():
+    watch = steps.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
+
+    def steps_of(first: int, last: int, length: int, loss: float) -> None:
+        for step in range(first, last + 1):
+            watch.step(*runs_of(length, loss, step))
+
+    steps_of(1, 1, 2, 1.0)  # short runs first: their loss over the norm is 0.2
+    steps_of(2, 16, 50, 1.0)  # 5.0 over the norm: the same a position
+    watch.point(16)
+    steps_of(17, 24, 10, 2.5)
+    watch.point(24)  # fewer than 16 steps: compared when the window is full
+    steps_of(25, 32, 10, 2.5)
     with pytest.raises(PipelineError) as caught:
-        watch.point([2.0] * 8, 32)
+        watch.point(32)
     assert str(caught.value).startswith(
-        "training diverged at step 32: the loss rose to 2, 2.1x its 0.9563 over the first "
-        "16 steps; lower --lr"
+        "training diverged at step 32: the loss rose to 2.5 a sample, 2.5x its 1 at the "
+        "first step; lower --lr"
     )
+    steps_of(33, 34, 10, 2.5)
+    with pytest.raises(PipelineError, match=r"^training diverged at step 34: the loss rose"):
+        watch.compare(34)  # an epoch's end: whatever the window's length
 
 
 def test_a_loss_that_starts_below_zero_is_left_to_the_weights():
-    model = torch.nn.Linear(2, 1)
-    watch = steps.DivergenceWatch(model, TrainConfig())
+    watch = steps.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
     for step in range(1, 17):
-        watch.step(-0.5, step)
-    watch.point([9.0] * 16, 16)  # pmf's log-likelihood may rise past 2x a negative start
+        watch.step(-0.5 if step == 1 else 9.0, step, None)
+    watch.point(16)  # pmf's log-likelihood may rise past 2x a negative start
 
 
 # One seed range, checked where --seed is parsed.

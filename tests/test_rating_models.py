@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -54,7 +56,6 @@ def planted(tmp_path_factory):
     generate_ratings(raw, users=500, items=300, ratings=60_000, seed=1, quiet=True)
     ratings(raw, folder, quiet=True)
     split_ratings(folder, quiet=True)
-    split_ratings(folder, folds=3, quiet=True)
     return folder
 
 
@@ -151,14 +152,18 @@ def test_early_stopping_keeps_the_best_epochs_weights(planted):
     assert summary["rmse"] == pytest.approx(ends[best], abs=1e-5)  # the best epoch's model
 
 
-def test_folds_train_separately_and_name_their_runs(planted):
-    summary = train(planted, config("mf_bias", epochs=1, fold=2), quiet=True)
+def test_folds_train_separately_and_name_their_runs(planted, tmp_path):
+    folded = Path(
+        shutil.copytree(planted, tmp_path / "folded", ignore=shutil.ignore_patterns("runs"))
+    )
+    split_ratings(folded, folds=3, quiet=True)
+    summary = train(folded, config("mf_bias", epochs=1, fold=2), quiet=True)
     assert summary["run"] == "mf_bias-fold2" and summary["fold"] == 2
-    total = json.loads((planted / "ratings.json").read_text())["ratings"]
+    total = json.loads((folded / "ratings.json").read_text())["ratings"]
     assert summary["train_ratings"] + summary["val_rows"] == total
     assert abs(summary["val_rows"] - total / 3) < 0.01 * total  # one fold of three
     with pytest.raises(PipelineError, match=r"ratings-train-fold4\.parquet: not found; .*--folds"):
-        train(planted, config("mf_bias", fold=4), quiet=True)
+        train(folded, config("mf_bias", fold=4), quiet=True)
 
 
 def test_models_of_the_other_kind_are_refused(planted):

@@ -20,6 +20,7 @@ from pipeline.split import split
 from pipeline.split_ratings import split_ratings
 from pipeline.synth import generate
 from pipeline.walks import walks
+from recsys_stream import lineage
 from recsys_stream.__main__ import main
 from recsys_stream.config import TrainConfig
 from recsys_stream.recommend import recommend
@@ -212,3 +213,27 @@ def test_a_sequences_rerun_leaves_out_only_the_sequence_run(rated, tmp_path):
     ]
     assert any(line.startswith("| rater | mf_bias |") for line in lines)
     assert "## Next item" not in lines
+
+
+def test_a_ratings_split_in_another_layout_deletes_the_old_files_and_their_runs_go_stale(
+    rated, tmp_path
+):
+    data = copied(rated, tmp_path)
+    split_ratings(data, folds=3, seed=1, quiet=True)
+    folded = ids(data / "ratings-train-fold2.parquet")["split_id"]
+    fold = TrainConfig.defaults("ratings", epochs=1, dim=4, fold=2)
+    train(data, fold, name="f2", quiet=True, threads=1)
+    assert sorted(p.name for p in data.glob("ratings-*.parquet")) == [
+        f"ratings-{part}-fold{k}.parquet" for part in ("train", "val") for k in (1, 2, 3)
+    ]
+    split_ratings(data, seed=1, quiet=True)  # plain again: the folds' files go
+    assert sorted(p.name for p in data.glob("ratings-*.parquet")) == [
+        "ratings-train.parquet",
+        "ratings-val.parquet",
+    ]
+    new = ids(data / "ratings-train.parquet")["split_id"]
+    changed = f"trained on split {short(folded)}, the current split is {short(new)}"
+    assert str(lineage.change(data / "runs" / "f2")) == changed
+    train(data, TrainConfig.defaults("ratings", epochs=1, dim=4), name="fresh", quiet=True)
+    kept, _ = current_runs(data, finished_runs(data))
+    assert list(kept) == ["fresh"]
