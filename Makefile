@@ -23,7 +23,7 @@ BENCH_INSTALLED := $(VENV)/.recsys-stream-bench-installed
 PIP := $(PYTHON) -m pip install --quiet --constraint $(CONSTRAINTS)
 DATA ?= data
 # Training and split parameters: unset means the code's own default
-# (recsys_stream/config.py, pipeline/split.py), so each default lives in one place.
+# (recsys_stream/core/config.py, pipeline/split.py), so each default lives in one place.
 # SEED seeds the splits, walks, sequences and trainings; a synthetic input is
 # fixed by its size (DEMO_PRODUCTS), so that the demo's figures are the README's.
 SEED ?=
@@ -43,7 +43,7 @@ QUIET ?=
 quiet = $(if $(QUIET),--quiet)
 VARIANTS := mf-binary mf-continuous mf_bias-binary mf_bias-continuous
 # Skip-gram over random walks of the train pairs, at the model's own defaults
-# (SKIPGRAM_DEFAULTS in recsys_stream/config.py: one epoch, 32 negatives shared
+# (SKIPGRAM_DEFAULTS in recsys_stream/core/config.py: one epoch, 32 negatives shared
 # by each batch of 8,192 pairs); EPOCHS= and BATCH_SIZE= still apply, as a flag
 # given wins over them.
 # skipgram-side adds brand, category and price vectors to each product's.
@@ -198,7 +198,7 @@ $(DATA)/$(1)/split.json: $(DATA)/$(1)/pairs.json $(DATA)/$(1)/.make/split
 	$(PYTHON) -m pipeline split $(DATA)/$(1) $(SPLIT_FLAGS) $(ENGINE_FLAGS) $(quiet)
 # --resume auto: a killed training continues from its checkpoint when the
 # settings match and the checkpoint is the start of the run asked for; else it
-# starts afresh (recsys_stream/runs.py says when).
+# starts afresh (recsys_stream/core/runs.py says when).
 $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split.json $(DATA)/$(1)/.make/train
 	$(PYTHON) -m recsys_stream train $(DATA)/$(1) --name $$* --resume auto \
 		--model $$(firstword $$(subst -, ,$$*)) --labels $$(lastword $$(subst -, ,$$*)) \

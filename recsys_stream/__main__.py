@@ -2,7 +2,7 @@
 
 Each subcommand parses its arguments and calls a library function; the
 training options and their defaults and help come from the fields of
-:class:`recsys_stream.config.TrainConfig`, the models from the registry.
+:class:`recsys_stream.core.config.TrainConfig`, the models from the registry.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from pathlib import Path
 
 from pipeline import cli
 from pipeline.errors import PipelineError
-from recsys_stream.config import KIND_DEFAULTS, MODEL_DEFAULTS, TrainConfig
-from recsys_stream.models import MODELS
-from recsys_stream.rating_models import RATING_MODELS
-from recsys_stream.sequence_models import SEQUENCE_MODELS
+from recsys_stream.core.config import KIND_DEFAULTS, MODEL_DEFAULTS, TrainConfig
+from recsys_stream.pairs.models import MODELS
+from recsys_stream.ratings.models import RATING_MODELS
+from recsys_stream.sequences.models import SEQUENCE_MODELS
 from recsys_stream.similar import DEFAULT_K
 
 
 def _train(a: argparse.Namespace) -> None:
-    from recsys_stream import distributed
-    from recsys_stream.train import train
+    from recsys_stream.core import distributed
+    from recsys_stream.core.train import train
 
     given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name in a}
     if a.nproc != 1 and not distributed.launched():
@@ -55,7 +55,7 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _report(a: argparse.Namespace) -> None:
-    from recsys_stream.report import report
+    from recsys_stream.pairs.report import report
 
     path = report(a.dir, quiet=a.quiet, note=lambda line: print(f"note: {line}", file=sys.stderr))
     print(f"report: {path}")

@@ -10,7 +10,7 @@ time order), and the score it gives is the softmax's logit. The user is named
 by the raw file's key (MovieLens' userId, Amazon's reviewerID), found by a
 scan of users.parquet; their ratings by a scan of ratings.parquet, a row
 group at a time, so memory does not grow with the file. A run whose stages
-were rerun since it trained is refused (:mod:`recsys_stream.lineage`).
+were rerun since it trained is refused (:mod:`recsys_stream.core.lineage`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch
 
 from pipeline.contracts import ITEMS, RATINGS, USERS
 from pipeline.errors import PipelineError
-from recsys_stream.lineage import require_current
-from recsys_stream.rating_task import load_rating_model, predict
-from recsys_stream.runs import dataset_of
-from recsys_stream.sequence_models import SEQUENCE_MODELS
-from recsys_stream.sequence_task import next_scores
+from recsys_stream.core.lineage import require_current
+from recsys_stream.core.runs import dataset_of
+from recsys_stream.ratings.task import load_rating_model, predict
+from recsys_stream.sequences.models import SEQUENCE_MODELS
+from recsys_stream.sequences.task import next_scores
 
 DEFAULT_K = 10
 ITEMS_PER_CHUNK = 1 << 20

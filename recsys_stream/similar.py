@@ -6,7 +6,7 @@ score is the model's (``query . candidate + candidate bias``, the logit
 less what is the same for every candidate), so ``similar`` ranks as the
 evaluation scores. The items of a ratings run are compared by the cosine of
 their vectors. A run whose stages were rerun since it trained is refused
-(:mod:`recsys_stream.lineage`). The library returns a :class:`Result`; the
+(:mod:`recsys_stream.core.lineage`). The library returns a :class:`Result`; the
 command line prints it.
 """
 
@@ -24,9 +24,9 @@ import torch
 
 from pipeline.contracts import ITEMS, VOCAB
 from pipeline.errors import PipelineError
-from recsys_stream.lineage import require_current
-from recsys_stream.rating_task import is_ratings_run, load_rating_model
-from recsys_stream.runs import dataset_of, load_model
+from recsys_stream.core.lineage import require_current
+from recsys_stream.core.runs import dataset_of, load_model
+from recsys_stream.ratings.task import is_ratings_run, load_rating_model
 
 DEFAULT_K = 10
 SCORES_PER_BATCH = 1 << 25

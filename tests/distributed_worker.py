@@ -4,7 +4,7 @@
         tests/distributed_worker.py MODE OUT [DATA]
 
 ``gradients``: each rank takes a batch of its own; rank 0 saves the summed
-rows of :func:`recsys_stream.distributed.combine` and the gradients of the
+rows of :func:`recsys_stream.core.distributed.combine` and the gradients of the
 union batch on one process, to OUT/gradients.pt.
 ``train``: trains DATA for 2 epochs (run ``ranks``); every rank saves its
 final model to OUT/rank-R.pt, so the test can compare the replicas.
@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from recsys_stream import distributed, runs
-from recsys_stream import train as training
-from recsys_stream.fused import DistinctRows
-from recsys_stream.losses import LOSSES
-from recsys_stream.models import build_model
-from recsys_stream.steps import FusedStep
-from recsys_stream.stream import Batch
+from recsys_stream.core import distributed, runs
+from recsys_stream.core import train as training
+from recsys_stream.core.fused import DistinctRows
+from recsys_stream.core.losses import LOSSES
+from recsys_stream.core.steps import FusedStep
+from recsys_stream.pairs.models import build_model
+from recsys_stream.pairs.stream import Batch
 
 TRAIN = {"epochs": 2, "lr": 0.05, "batch_size": 256, "eval_every": 20, "eval_sample": 2000}
 

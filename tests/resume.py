@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recsys_stream.rating_task import load_rating_model
-from recsys_stream.train import train
+from recsys_stream.core.train import train
+from recsys_stream.ratings.task import load_rating_model
 
 
 def assert_resume_is_bit_identical(folder: Path, settings, stream_class, monkeypatch) -> tuple:

@@ -20,10 +20,10 @@ from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream import distributed, runs
 from recsys_stream.__main__ import main
-from recsys_stream.distributor import train_on_spark
-from recsys_stream.train import train
+from recsys_stream.core import distributed, runs
+from recsys_stream.core.spark_launcher import train_on_spark
+from recsys_stream.core.train import train
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 TRAIN = {"epochs": 2, "lr": 0.05, "batch_size": 256, "eval_every": 20, "eval_sample": 2000}

@@ -17,11 +17,11 @@ from pipeline.ratings import ratings
 from pipeline.split import shuffle_keys
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream import distributed, steps, tasks
 from recsys_stream.__main__ import main as recsys_main
-from recsys_stream.config import TrainConfig
-from recsys_stream.stream import SequenceBatch
-from recsys_stream.train import train
+from recsys_stream.core import distributed, steps, tasks
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
+from recsys_stream.sequences.stream import SequenceBatch
 
 FAST = dict(batch_size=256, eval_sample=1000)
 RUN = "mf_bias-continuous"

@@ -14,8 +14,8 @@ from pipeline.parse import parse
 from pipeline.split import split
 from pipeline.synth import generate
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream.config import TrainConfig
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 
 VARIANTS = [
     "mf-binary",

@@ -22,10 +22,10 @@ from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.split import split
 from pipeline.synth import generate
-from recsys_stream import train as train_module
-from recsys_stream.config import TrainConfig
-from recsys_stream.runs import load_model
-from recsys_stream.train import train
+from recsys_stream.core import train as train_module
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(epochs=1, batch_size=256, eval_every=20, eval_sample=1000)

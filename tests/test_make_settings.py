@@ -21,8 +21,8 @@ from planted import write_planted
 from repo import REPO
 
 from pipeline.errors import PipelineError
-from recsys_stream.config import TrainConfig
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 
@@ -294,7 +294,7 @@ def test_a_real_run_records_each_setting_in_its_stages_stats(tmp_path):
     assert not wrong, "\n".join(wrong)
 
 
-# The resume decision (recsys_stream/runs.py), which make's --resume auto relies on.
+# The resume decision (recsys_stream/core/runs.py), which make's --resume auto relies on.
 FAST = dict(batch_size=256, lr=0.05, eval_every=20, eval_sample=1000)
 
 

@@ -20,8 +20,8 @@ from pipeline.errors import PipelineError
 from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.ratings import ratings
-from recsys_stream.config import TrainConfig
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 GZIP_END = "Compressed file ended before the end-of-stream marker was reached"

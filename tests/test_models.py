@@ -18,16 +18,16 @@ import torch
 from planted import write_planted
 
 from pipeline.walks import walks
-from recsys_stream.config import TrainConfig
-from recsys_stream.fused import DistinctRows, gradients, layout_parameters
-from recsys_stream.losses import LOSSES, objective, objective_terms
-from recsys_stream.models import MODELS, SideTables, build_model
-from recsys_stream.runs import load_model
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.fused import DistinctRows, gradients, layout_parameters
+from recsys_stream.core.losses import LOSSES, objective, objective_terms
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.steps import AutogradStep, FusedStep
+from recsys_stream.core.train import train
+from recsys_stream.pairs.models import MODELS, SideTables, build_model
+from recsys_stream.pairs.stream import Batch, PairStream
+from recsys_stream.pairs.walk_stream import WalkStream
 from recsys_stream.similar import similar
-from recsys_stream.steps import AutogradStep, FusedStep
-from recsys_stream.stream import Batch, PairStream
-from recsys_stream.train import train
-from recsys_stream.walk_stream import WalkStream
 
 FAST = dict(epochs=2, lr=0.05, batch_size=128, eval_every=20, eval_sample=1000)
 

@@ -24,14 +24,14 @@ from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream.config import TrainConfig
-from recsys_stream.fused import DistinctRows
-from recsys_stream.fused_ratings import rating_gradients
-from recsys_stream.rating_models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
-from recsys_stream.rating_task import load_rating_model, predict
-from recsys_stream.schedule import learning_rate
-from recsys_stream.stream import RatingBatch, RatingStream
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.fused import DistinctRows
+from recsys_stream.core.schedule import learning_rate
+from recsys_stream.core.train import train
+from recsys_stream.ratings.fused import rating_gradients
+from recsys_stream.ratings.models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
+from recsys_stream.ratings.stream import RatingBatch, RatingStream
+from recsys_stream.ratings.task import load_rating_model, predict
 
 MODELS = sorted(RATING_MODELS)
 # Quick settings for 24k ratings: a few epochs of small batches.

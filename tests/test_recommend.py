@@ -15,10 +15,10 @@ from conftest import write_lines
 from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
 from pipeline.split_ratings import split_ratings
-from recsys_stream.config import TrainConfig
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 from recsys_stream.recommend import recommend
 from recsys_stream.similar import similar
-from recsys_stream.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = 40

@@ -21,14 +21,14 @@ from pipeline.ratings import ratings
 from pipeline.sequences import sequences
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream import next_item_baselines, ranking
-from recsys_stream.config import TrainConfig
-from recsys_stream.rating_task import load_rating_model
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
+from recsys_stream.ratings.task import load_rating_model
 from recsys_stream.recommend import recommend
-from recsys_stream.sequence_models import SEQUENCE_MODELS, build_sequence_model
-from recsys_stream.sequence_task import next_scores, predict_targets
-from recsys_stream.stream import SequenceBatch, SequenceStream, padded
-from recsys_stream.train import train
+from recsys_stream.sequences import baselines, ranking
+from recsys_stream.sequences.models import SEQUENCE_MODELS, build_sequence_model
+from recsys_stream.sequences.stream import SequenceBatch, SequenceStream, padded
+from recsys_stream.sequences.task import next_scores, predict_targets
 
 MODELS = sorted(SEQUENCE_MODELS)
 TASKS = {"sequences": "rating", "next-item": "next-item"}
@@ -192,9 +192,9 @@ def test_baselines_against_brute_force(tmp_path):
     table = pa.table({"items": pa.array(histories, pa.list_(pa.int32())), "target": [5] * 4})
     pq.write_table(table, tmp_path / "eval.parquet", row_group_size=2)
     parquet = pq.ParquetFile(tmp_path / "eval.parquet")
-    popularity = next_item_baselines.Popularity(10, parquet)
+    popularity = baselines.Popularity(10, parquet)
     assert popularity.counts.tolist() == [2, 3, 3, 1, 0, 0, 0, 0, 0, 0]
-    cooccurrence = next_item_baselines.CoOccurrence(10, parquet, popularity, window=2, last=2)
+    cooccurrence = baselines.CoOccurrence(10, parquet, popularity, window=2, last=2)
     counts = collections.Counter()
     for history in histories:
         train = history[:-1]
@@ -223,7 +223,7 @@ def test_one_line_errors_and_recommend(planted, tmp_path):
     with pytest.raises(PipelineError, match="lstm has no fused step"):
         train(planted, config("sequences", "lstm", step="fused"), quiet=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("recsys_stream.sequence_task.available_memory", lambda: 2**20)
+        patch.setattr("recsys_stream.sequences.task.available_memory", lambda: 2**20)
         with pytest.raises(
             PipelineError, match=r"a softmax over 300 items needs about .* \(--negatives"
         ):

@@ -15,9 +15,9 @@ from pipeline.errors import PipelineError
 from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.side_info import PRICE_BUCKETS, parse_features, side_info
-from recsys_stream.config import TrainConfig
-from recsys_stream.runs import load_model
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.train import train
 
 # Eight catalog products; each lists two others, H also one outside the catalog (Z).
 CATALOG = [

@@ -13,9 +13,9 @@ from planted import write_planted
 
 from pipeline.errors import PipelineError
 from recsys_stream import similar as similar_module
-from recsys_stream.config import TrainConfig
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 from recsys_stream.similar import similar
-from recsys_stream.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
 
 
 def brute_force(run: Path, query: int, k: int, cosine: bool) -> list[int]:
-    from recsys_stream.runs import load_model
+    from recsys_stream.core.runs import load_model
 
     model, _, _ = load_model(run)
     e = model.embedding.weight.detach().numpy().astype(np.float64)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.contracts import TRAIN_SCHEMA, stamped
-from recsys_stream.smoothing import smooth
+from recsys_stream.pairs.smoothing import smooth
 
 
 def write_train(path, src, dst, row_group=3):

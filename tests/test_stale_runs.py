@@ -20,13 +20,13 @@ from pipeline.split import split
 from pipeline.split_ratings import split_ratings
 from pipeline.synth import generate
 from pipeline.walks import walks
-from recsys_stream import lineage
 from recsys_stream.__main__ import main
-from recsys_stream.config import TrainConfig
+from recsys_stream.core import lineage
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
+from recsys_stream.pairs.report import current_runs, finished_runs, report
 from recsys_stream.recommend import recommend
-from recsys_stream.report import current_runs, finished_runs, report
 from recsys_stream.similar import similar
-from recsys_stream.train import train
 
 TINY = dict(epochs=1, dim=4, batch_size=256, eval_sample=500)
 MF = TrainConfig(model="mf", labels="binary", **TINY)

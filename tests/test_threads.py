@@ -6,15 +6,15 @@ import pytest
 import torch
 from planted import write_planted
 
-from recsys_stream import threads
-from recsys_stream.config import TrainConfig
-from recsys_stream.losses import LOSSES
-from recsys_stream.models import build_model
-from recsys_stream.runs import load_model
-from recsys_stream.steps import FusedStep
-from recsys_stream.stream import Batch
-from recsys_stream.threads import ThreadTuner
-from recsys_stream.train import train
+from recsys_stream.core import threads
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.losses import LOSSES
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.steps import FusedStep
+from recsys_stream.core.threads import ThreadTuner
+from recsys_stream.core.train import train
+from recsys_stream.pairs.models import build_model
+from recsys_stream.pairs.stream import Batch
 
 
 class Machine:

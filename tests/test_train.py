@@ -16,17 +16,18 @@ from planted import write_planted
 from torch.utils.data import DataLoader
 
 from pipeline.errors import PipelineError
-from recsys_stream import smoothing, tables
-from recsys_stream.config import TrainConfig
-from recsys_stream.inputs import open_training_data
-from recsys_stream.losses import LOSSES
-from recsys_stream.models import build_model
-from recsys_stream.runs import load_model
-from recsys_stream.sampling import NegativeSampler
-from recsys_stream.schedule import learning_rate
-from recsys_stream.steps import FusedStep
-from recsys_stream.stream import Batch, PairStream
-from recsys_stream.train import train
+from recsys_stream.core import tables
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.losses import LOSSES
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.schedule import learning_rate
+from recsys_stream.core.steps import FusedStep
+from recsys_stream.core.train import train
+from recsys_stream.pairs import smoothing
+from recsys_stream.pairs.inputs import open_training_data
+from recsys_stream.pairs.models import build_model
+from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.stream import Batch, PairStream
 
 FAST = dict(epochs=2, lr=0.05, batch_size=256, eval_every=20, eval_sample=2000)
 
@@ -288,9 +289,9 @@ GOLDEN = {
 GOLDEN_RUN = """
 import hashlib, sys
 from pathlib import Path
-from recsys_stream.config import TrainConfig
-from recsys_stream.runs import load_model
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.runs import load_model
+from recsys_stream.core.train import train
 data, model, labels = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 config = TrainConfig(
     model=model, labels=labels, epochs=2, batch_size=128, eval_every=25, eval_sample=1000

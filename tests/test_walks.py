@@ -17,8 +17,8 @@ import pipeline.walks as walks_module
 from pipeline.contracts import TRAIN_SCHEMA, stamped
 from pipeline.errors import PipelineError
 from pipeline.walks import Graph, walks
-from recsys_stream.sampling import NegativeSampler
-from recsys_stream.walk_stream import WalkStream, expected_pairs, window_pairs
+from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.walk_stream import WalkStream, expected_pairs, window_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow.parquet as pq
 
-from recsys_stream import evaluate
-from recsys_stream.inputs import open_training_data
-from recsys_stream.runs import load_model
+from recsys_stream.core.runs import load_model
+from recsys_stream.pairs import evaluate
+from recsys_stream.pairs.inputs import open_training_data
 
 PROTOCOLS = ("products", "occurrences")
 ALS_GRID = {"factors": (32, 64), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}

@@ -38,8 +38,8 @@ from common import ROOT
 
 from pipeline.ratings import ratings
 from pipeline.split_ratings import split_ratings
-from recsys_stream.config import TrainConfig
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
 
 WORK = ROOT / "data" / "bench"
 SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"

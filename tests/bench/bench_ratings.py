@@ -53,7 +53,7 @@ def main() -> None:
     if not args.train_only:
         stages(args, data, tag)
     trained = stage(
-        "import json, sys; from recsys_stream.train import train; "
+        "import json, sys; from recsys_stream.core.train import train; "
         "print(json.dumps(train(sys.argv[1], quiet=True, name='bench', options=json.loads("
         "sys.argv[2]))))",
         str(data),

@@ -45,11 +45,11 @@ from pipeline.ratings import ratings
 from pipeline.sequences import sequences
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
-from recsys_stream import next_item_baselines
-from recsys_stream.config import TrainConfig
-from recsys_stream.sequence_inputs import open_sequence_data
-from recsys_stream.sequence_task import rank
-from recsys_stream.train import train
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.train import train
+from recsys_stream.sequences import baselines as next_item_baselines
+from recsys_stream.sequences.inputs import open_sequence_data
+from recsys_stream.sequences.task import rank
 
 WORK = ROOT / "data" / "bench"
 SEEDS = (42, 43)

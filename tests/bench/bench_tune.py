@@ -20,8 +20,8 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from recsys_stream import evaluate
-from recsys_stream.runs import load_model
+from recsys_stream.core.runs import load_model
+from recsys_stream.pairs import evaluate
 
 GRID = [
     {},

@@ -35,8 +35,8 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from recsys_stream.evaluate import Validation
-from recsys_stream.runs import load_model
+from recsys_stream.core.runs import load_model
+from recsys_stream.pairs.evaluate import Validation
 
 WALKS_PER_NODE, LENGTH, WINDOW, DIM = 10, 20, 5, 32
 

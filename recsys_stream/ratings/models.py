@@ -2,11 +2,11 @@
 
 The protocol (:class:`RatingModel`) mirrors the pair models': a model is an
 ``nn.Module`` built from the user and item counts, the rating range and the
-run's :class:`~recsys_stream.config.TrainConfig`; ``forward(user, item)`` is
+run's :class:`~recsys_stream.core.config.TrainConfig`; ``forward(user, item)`` is
 the predicted rating on the original scale; ``tables()`` names its sparse
 embedding tables (the lazy Adam updates only the rows a batch touches) and
 ``dense()`` the rest; ``terms(batch)`` is the objective on a
-:class:`~recsys_stream.stream.RatingBatch` as the mean data loss and the
+:class:`~recsys_stream.ratings.stream.RatingBatch` as the mean data loss and the
 penalty. Adding a model is a class and ``@register``:
 the trainer, the CLI, ``recommend`` and the contract tests
 (tests/test_rating_models.py) find it in :data:`RATING_MODELS`.
@@ -36,17 +36,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from recsys_stream.fused_ratings import RatingLayout
-from recsys_stream.models import embedding
+from recsys_stream.core.registry import Registry
+from recsys_stream.pairs.models import embedding
+from recsys_stream.ratings.fused import RatingLayout
 
-RATING_MODELS: dict[str, type[RatingModel]] = {}
+RATING_MODELS: Registry[type[RatingModel]] = Registry("rating model")
+register = RATING_MODELS.register
 Y_RANGE_MARGIN = 0.5  # fastai widens y_range beyond the ratings so both ends stay reachable
-
-
-def register(cls: type[RatingModel]) -> type[RatingModel]:
-    """Class decorator: make ``cls`` trainable on ratings as ``--model cls.name``."""
-    RATING_MODELS[cls.name] = cls
-    return cls
 
 
 class RatingModel(nn.Module):

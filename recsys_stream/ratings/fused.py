@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_stream.fused import DistinctRows, Gradients, GradientStep, LazyAdam, row_sums
+from recsys_stream.core.fused import DistinctRows, Gradients, GradientStep, LazyAdam, row_sums
 
 
 @dataclass

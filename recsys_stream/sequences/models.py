@@ -18,7 +18,7 @@ LSTM, a linear head. Here it is one ``nn.Module`` for two tasks:
 The protocol is the rating models': ``tables()`` names the sparse tables
 (the lazy Adam updates the rows a batch touches), ``dense()`` the rest, and
 ``terms(batch)`` is the objective on a
-:class:`~recsys_stream.stream.SequenceBatch`. Padded positions come after
+:class:`~recsys_stream.sequences.stream.SequenceBatch`. Padded positions come after
 every real one and the network is causal, so they never change the loss.
 ``--model lstm`` and ``--model gru`` are the two cells; a new one is a
 subclass and ``@register``.
@@ -32,18 +32,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from recsys_stream.models import embedding
-from recsys_stream.rating_models import Y_RANGE_MARGIN, hidden_sizes
-from recsys_stream.stream import SequenceBatch
+from recsys_stream.core.registry import Registry
+from recsys_stream.pairs.models import embedding
+from recsys_stream.ratings.models import Y_RANGE_MARGIN, hidden_sizes
+from recsys_stream.sequences.stream import SequenceBatch
 
-SEQUENCE_MODELS: dict[str, type[SequenceModel]] = {}
+SEQUENCE_MODELS: Registry[type[SequenceModel]] = Registry("sequence model")
+register = SEQUENCE_MODELS.register
 TASKS = ("rating", "next-item")
-
-
-def register(cls: type[SequenceModel]) -> type[SequenceModel]:
-    """Class decorator: make ``cls`` trainable on sequences as ``--model cls.name``."""
-    SEQUENCE_MODELS[cls.name] = cls
-    return cls
 
 
 class SequenceModel(nn.Module):

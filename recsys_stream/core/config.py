@@ -17,9 +17,9 @@ from pipeline import cli
 from pipeline.cli import MAX_SEED
 from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features
-from recsys_stream.models import MODELS
-from recsys_stream.rating_models import RATING_MODELS, hidden_sizes
-from recsys_stream.sequence_models import SEQUENCE_MODELS, TASKS
+from recsys_stream.pairs.models import MODELS
+from recsys_stream.ratings.models import RATING_MODELS, hidden_sizes
+from recsys_stream.sequences.models import SEQUENCE_MODELS, TASKS
 
 # The kinds of task (tasks.task_kind): a dataset's files decide, and on ratings
 # a sequence model makes it "sequences", or "next-item" with --task next-item.
@@ -50,9 +50,9 @@ class TrainConfig:
 
     model: str = option(
         "mf_bias",
-        "model to train: on pairs (recsys_stream/models.py), on ratings "
-        "(recsys_stream/rating_models.py) or on each user's ratings in time order "
-        "(recsys_stream/sequence_models.py)",
+        "model to train: on pairs (recsys_stream/pairs/models.py), on ratings "
+        "(recsys_stream/ratings/models.py) or on each user's ratings in time order "
+        "(recsys_stream/sequences/models.py)",
     )
     task: str = option(
         "rating",
@@ -64,7 +64,7 @@ class TrainConfig:
     labels: str = option(
         "continuous",
         "binary: BCE on 1/0; continuous: MSE of the sigmoid against targets that carry the "
-        "pair weight (recsys_stream/losses.py)",
+        "pair weight (recsys_stream/core/losses.py)",
         kinds=("pairs",),
         choices=LABELS,
     )

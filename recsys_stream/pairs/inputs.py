@@ -31,7 +31,7 @@ from pipeline.contracts import (
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
-from recsys_stream.evaluate import Validation
+from recsys_stream.pairs.evaluate import Validation
 
 
 @dataclass

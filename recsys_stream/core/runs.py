@@ -27,8 +27,8 @@ import torch
 from pipeline.contracts import EMBEDDINGS, VOCAB, stamped
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, require_space
-from recsys_stream.config import TrainConfig
-from recsys_stream.models import PairModel, SideTables, build_model
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.pairs.models import PairModel, SideTables, build_model
 
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
@@ -159,7 +159,7 @@ def _not_a_start(planned: int, done: int, config: TrainConfig) -> str | None:
     Under ``--schedule cosine`` (one annealing over all epochs) each epoch's learning
     rate depends on how many there are, so epochs trained for another total are not
     this run's. The other schedules' learning rate depends on the step's place in its
-    epoch or cycle only (:mod:`recsys_stream.schedule`): more epochs continue them.
+    epoch or cycle only (:mod:`recsys_stream.core.schedule`): more epochs continue them.
     """
     if done > config.epochs:
         return f"is at epoch {done}, past the --epochs {config.epochs} asked for"

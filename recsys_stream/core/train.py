@@ -1,14 +1,14 @@
 """Training any registered model from the stage files: one loop, with resume.
 
-The loop streams a task's batches (:mod:`recsys_stream.tasks`: product
+The loop streams a task's batches (:mod:`recsys_stream.core.tasks`: product
 pairs, user-item ratings or each user's ratings in time order, chosen by
 the dataset's files and the model), steps, records
 learning-curve points, checkpoints every epoch, resumes, stops early when
 ``--patience`` says so, and tunes torch's threads; it knows neither the model
 nor how its step computes gradients: ``step(batch, lr)``
-(:mod:`recsys_stream.steps`). It writes ``runs/NAME/``
-(:mod:`recsys_stream.runs`). Under a launcher of N processes (torchrun) it
-trains data-parallel (:mod:`recsys_stream.distributed`): rank 0 writes the
+(:mod:`recsys_stream.core.steps`). It writes ``runs/NAME/``
+(:mod:`recsys_stream.core.runs`). Under a launcher of N processes (torchrun) it
+trains data-parallel (:mod:`recsys_stream.core.distributed`): rank 0 writes the
 run, and every rank steps and scores the same.
 """
 
@@ -28,14 +28,14 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
-from recsys_stream import distributed, heap, runs
-from recsys_stream.config import TrainConfig
-from recsys_stream.distributed import DistributedStep, Ranks
-from recsys_stream.runs import Run, TrainState
-from recsys_stream.schedule import learning_rate
-from recsys_stream.steps import Diverged, DivergenceWatch
-from recsys_stream.tasks import Task, task_kind
-from recsys_stream.threads import ThreadTuner
+from recsys_stream.core import distributed, heap, runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.distributed import DistributedStep, Ranks
+from recsys_stream.core.runs import Run, TrainState
+from recsys_stream.core.schedule import learning_rate
+from recsys_stream.core.steps import Diverged, DivergenceWatch
+from recsys_stream.core.tasks import Task, task_kind
+from recsys_stream.core.threads import ThreadTuner
 
 RESUME = (False, True, "auto")
 
@@ -59,7 +59,7 @@ def train(
     says so when there is none; ``"auto"`` continues when the checkpoint
     matches and starts afresh, saying why, when it does not.
     ``threads``: torch's intra-op threads for the step; 0 chooses between one
-    and all by measured speed (see :mod:`recsys_stream.threads`), which
+    and all by measured speed (see :mod:`recsys_stream.core.threads`), which
     changes the speed only, never the result; for a task whose step sums in
     an order that depends on the thread count (``Task.thread_invariant``:
     the sequence models' recurrent layers), 0 means one thread, so a run is
@@ -98,14 +98,14 @@ def train(
 def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Task:
     """The task of a ``kind`` of dataset, opened with its model, step and stream."""
     if kind == "ratings":
-        from recsys_stream.rating_task import RatingTask
+        from recsys_stream.ratings.task import RatingTask
 
         return RatingTask(data_dir, config)
     if kind in ("sequences", "next-item"):
-        from recsys_stream.sequence_task import NextItemTask, SequenceRatingTask
+        from recsys_stream.sequences.task import NextItemTask, SequenceRatingTask
 
         return (NextItemTask if kind == "next-item" else SequenceRatingTask)(data_dir, config)
-    from recsys_stream.pair_task import PairTask
+    from recsys_stream.pairs.task import PairTask
 
     return PairTask(data_dir, config)
 

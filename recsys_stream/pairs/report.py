@@ -1,7 +1,7 @@
 """DIR/report.md with its figures, from the stage stats and the runs' files.
 
 (This is the report of product pairs; a ratings dataset's report is
-:mod:`recsys_stream.rating_report`'s.)
+:mod:`recsys_stream.ratings.report`'s.)
 
 The report names the raw file it is about, tabulates the stages, the runs'
 results and each run's settings (what differs from the defaults), and shows
@@ -11,7 +11,7 @@ popularity baseline marked), precision and recall against threshold (the
 reference's "cliff" figures), and the ROC curves with popularity's. It is
 built from whatever finished runs the directory holds that were trained on
 its current stage files: a run whose stages were rerun since
-(:mod:`recsys_stream.lineage`) is left out of the tables and figures, with
+(:mod:`recsys_stream.core.lineage`) is left out of the tables and figures, with
 a note naming it and what changed. The figure functions return matplotlib
 figures, which the tests inspect.
 """
@@ -35,9 +35,9 @@ from matplotlib.figure import Figure
 from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS, WALKS_STATS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries
-from recsys_stream import lineage, runs
-from recsys_stream.config import TrainConfig
-from recsys_stream.tasks import dataset_kind
+from recsys_stream.core import lineage, runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.tasks import dataset_kind
 
 FIGURES = "figures"
 MIN_PREDICTED = 100  # thresholds predicting fewer pairs are left out of the P/R figure
@@ -67,7 +67,7 @@ def report(
     for folder in (data_dir, figures):
         clear_stale_temporaries(folder)
     if dataset_kind(data_dir) == "ratings":
-        from recsys_stream.rating_report import rating_report
+        from recsys_stream.ratings.report import rating_report
 
         lines = rating_report(data_dir, variants, figures, left_out)
     else:

@@ -5,7 +5,7 @@ cores, and an update of the whole table (the reference's L2 and Adam) costs
 more as the vocabulary grows. Here a step costs O(batch x dim) whatever the
 vocabulary size. A batch is ``anchor`` (B,) with ``others`` (B, 1 + k): the
 positive partner then k negatives of each anchor, so each anchor row is read
-once. The score is a :class:`~recsys_stream.models.PairLayout`'s:
+once. The score is a :class:`~recsys_stream.pairs.models.PairLayout`'s:
 <left[a], right[b]> + bias[a] + bias[b] + global bias. The update is
 SparseAdam's, row for row; the tests check the gradients against autograd on
 every registered model that has a layout, and the update against
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys_stream import tables
-from recsys_stream.losses import Loss
-from recsys_stream.models import PairLayout, SideEmbedding
+from recsys_stream.core import tables
+from recsys_stream.core.losses import Loss
+from recsys_stream.pairs.models import PairLayout, SideEmbedding
 
 
 class DistinctRows:
@@ -67,7 +67,7 @@ def gradients(
     shared: torch.Tensor | None = None,
     shared_weight: float = 0.0,
 ) -> Gradients:
-    """Gradients of :func:`~recsys_stream.losses.objective` (mean loss + its L2 term).
+    """Gradients of :func:`~recsys_stream.core.losses.objective` (mean loss + its L2 term).
 
     Sample (i, j) pairs ``anchor[i]`` with ``others[i, j]``; ``shared``
     negatives (N,) pair with every anchor, at ``shared_weight`` each, scored

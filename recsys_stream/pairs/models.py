@@ -28,15 +28,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from recsys_stream import tables
+from recsys_stream.core import tables
+from recsys_stream.core.registry import Registry
 
-MODELS: dict[str, type[PairModel]] = {}
-
-
-def register(cls: type[PairModel]) -> type[PairModel]:
-    """Class decorator: make ``cls`` trainable as ``--model cls.name``."""
-    MODELS[cls.name] = cls
-    return cls
+MODELS: Registry[type[PairModel]] = Registry("pair model")
+register = MODELS.register
 
 
 @dataclass
@@ -97,7 +93,7 @@ class SideEmbedding(nn.Module):
 
 
 def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | None) -> nn.Embedding:
-    """A trainable table on huge pages when large (see :mod:`recsys_stream.tables`).
+    """A trainable table on huge pages when large (see :mod:`recsys_stream.core.tables`).
 
     ``init`` fills it in place (None keeps zeros, for weights about to be loaded).
     """

@@ -1,7 +1,7 @@
 """Training sequence models (lstm, gru) on each user's ratings in time order.
 
 Two tasks on the files of ``pipeline sequences``
-(:mod:`recsys_stream.sequence_inputs`):
+(:mod:`recsys_stream.sequences.inputs`):
 
 - :class:`SequenceRatingTask` (``--task rating``): learns from
   sequences-train.parquet to predict each rating from the ratings before it,
@@ -12,10 +12,10 @@ Two tasks on the files of ``pipeline sequences``
 - :class:`NextItemTask` (``--task next-item``): learns from
   next-train.parquet to predict each next item, and is scored leave-one-out
   by HR@10 and NDCG@10 ranked against every item
-  (:mod:`recsys_stream.ranking`): on the val target for learning-curve
+  (:mod:`recsys_stream.sequences.ranking`): on the val target for learning-curve
   points and early stopping, on the test target (after the val target) at
   the end, beside popularity and co-occurrence counted on the same train
-  histories (:mod:`recsys_stream.next_item_baselines`). A network reads at
+  histories (:mod:`recsys_stream.sequences.baselines`). A network reads at
   most the last ``max_length`` items of a history, as in training.
 
 Curve points score a fixed sample of ``--eval-sample`` val runs or users;
@@ -34,15 +34,17 @@ import torch
 from pipeline.contracts import ITEMS
 from pipeline.errors import PipelineError
 from pipeline.sequences import ranges
-from recsys_stream import next_item_baselines, ranking, runs
-from recsys_stream.config import TrainConfig
-from recsys_stream.rating_task import PREDICTION_SAMPLE, errors
-from recsys_stream.runs import Run
-from recsys_stream.sequence_inputs import eval_rows, open_sequence_data
-from recsys_stream.sequence_models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
-from recsys_stream.steps import TermsStep, check_finite
-from recsys_stream.stream import SequenceStream, padded
-from recsys_stream.tasks import Task, available_memory, check_memory, check_model
+from recsys_stream.core import runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.modes import evaluating
+from recsys_stream.core.runs import Run
+from recsys_stream.core.steps import TermsStep, check_finite
+from recsys_stream.core.tasks import Task, available_memory, check_memory, check_model
+from recsys_stream.ratings.task import PREDICTION_SAMPLE, errors
+from recsys_stream.sequences import baselines, ranking
+from recsys_stream.sequences.inputs import eval_rows, open_sequence_data
+from recsys_stream.sequences.models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
+from recsys_stream.sequences.stream import SequenceStream, padded
 
 EVAL_ROWS = 256  # runs a network reads at a time when scoring
 SCORE_CELLS = 1 << 23  # users x items scored at a time when ranking
@@ -189,13 +191,11 @@ class NextItemTask(SequenceTask):
             return {**summary, **self.facts()}
         data = self.data
         parquet = pq.ParquetFile(data.evaluation)
-        popularity = next_item_baselines.Popularity(data.items, parquet)
+        popularity = baselines.Popularity(data.items, parquet)
         scorers = {
             "": self.network_scores,
             "popularity_": popularity.scores,
-            "cooccurrence_": next_item_baselines.CoOccurrence(
-                data.items, parquet, popularity
-            ).scores,
+            "cooccurrence_": baselines.CoOccurrence(data.items, parquet, popularity).scores,
         }
         for prefix, scorer in scorers.items():
             for protocol in ("val", "test"):
@@ -218,38 +218,31 @@ def _check_softmax(items: int, max_length: int, config: TrainConfig) -> None:
         )
 
 
-@torch.no_grad()
 def predict_targets(model: SequenceModel, table: pa.Table, low: float, high: float):
     """(predicted, true) ratings of the target positions of val runs, clipped predictions."""
-    training = model.training
-    model.eval()
     found = []
-    for start in range(0, table.num_rows, EVAL_ROWS):
-        rows = table.slice(start, EVAL_ROWS)
-        items, length = padded(rows.column("items"), model.padding)
-        ratings, _ = padded(rows.column("ratings"), 0.0)
-        targets = rows.column("targets").to_numpy()
-        position = np.arange(items.shape[1])
-        scored = (position >= (length - targets)[:, None]) & (position < length[:, None])
-        predicted = model.predict_ratings(
-            torch.from_numpy(items.astype(np.int64)), torch.from_numpy(ratings)
-        )
-        found.append((predicted.clamp(low, high).numpy()[scored], ratings[scored]))
-    model.train(training)
+    with evaluating(model):
+        for start in range(0, table.num_rows, EVAL_ROWS):
+            rows = table.slice(start, EVAL_ROWS)
+            items, length = padded(rows.column("items"), model.padding)
+            ratings, _ = padded(rows.column("ratings"), 0.0)
+            targets = rows.column("targets").to_numpy()
+            position = np.arange(items.shape[1])
+            scored = (position >= (length - targets)[:, None]) & (position < length[:, None])
+            predicted = model.predict_ratings(
+                torch.from_numpy(items.astype(np.int64)), torch.from_numpy(ratings)
+            )
+            found.append((predicted.clamp(low, high).numpy()[scored], ratings[scored]))
     return np.concatenate([p for p, _ in found]), np.concatenate([r for _, r in found])
 
 
-@torch.no_grad()
 def next_scores(model: SequenceModel, recent: np.ndarray, length: np.ndarray) -> np.ndarray:
     """(N, items): every item's score as the next after each row of ``recent`` items."""
-    training = model.training
-    model.eval()
     items = torch.from_numpy(np.where(recent < 0, model.padding, recent).astype(np.int64))
-    states = model.states(items, torch.zeros(items.shape))
-    last = states[torch.arange(len(length)), torch.from_numpy(length.astype(np.int64)) - 1]
-    scores = model.scores(last).numpy()
-    model.train(training)
-    return scores
+    with evaluating(model):
+        states = model.states(items, torch.zeros(items.shape))
+        last = states[torch.arange(len(length)), torch.from_numpy(length.astype(np.int64)) - 1]
+        return model.scores(last).numpy()
 
 
 def rank(scorer, users: pa.Table, protocol: str, data):

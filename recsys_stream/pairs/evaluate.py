@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from recsys_stream.models import PairModel
+from recsys_stream.pairs.models import PairModel
 
 SCORE_BYTES = 64 << 20  # a scoring chunk's temporaries: two gathered embeddings and a product
 THRESHOLDS = np.round(np.linspace(0, 1, 101), 2)

@@ -3,7 +3,7 @@
 Both are counted on the same train histories as the model's (each user's
 items but the last two, ``pipeline sequences``' next-eval file without its
 val target) and scored against every item, as the model is
-(:mod:`recsys_stream.ranking`).
+(:mod:`recsys_stream.sequences.ranking`).
 
 - Popularity: an item's count in the train histories.
 - Co-occurrence (item-to-item): ``count[a, b]``, how often item b follows

@@ -1,7 +1,7 @@
 """Training on product pairs: the task of ``train.parquet`` (and skip-gram's walks.parquet).
 
 Reads ``train.parquet`` as a stream, ``val.parquet`` (about 10 bytes a row)
-and the vocabulary size, checked together (:mod:`recsys_stream.inputs`).
+and the vocabulary size, checked together (:mod:`recsys_stream.pairs.inputs`).
 A curve point is the AUC of a fixed sample of val pairs; the run ends by
 smoothing the vectors and scoring the whole val set (ROC, precision-recall,
 the popularity baseline). Peak memory is the embedding tables with their
@@ -15,16 +15,17 @@ import torch
 
 from pipeline.contracts import WALKS, check_lineage
 from pipeline.side_info import parse_features, side_info
-from recsys_stream import evaluate, runs, smoothing
-from recsys_stream.config import TrainConfig
-from recsys_stream.inputs import TrainingData, open_training_data
-from recsys_stream.models import MODELS, SideTables, build_model
-from recsys_stream.runs import Run
-from recsys_stream.sampling import NegativeSampler
-from recsys_stream.steps import check_finite, make_step
-from recsys_stream.stream import PairStream
-from recsys_stream.tasks import Task, check_memory, check_model
-from recsys_stream.walk_stream import WalkStream, expected_pairs, walk_frequency, walks_of
+from recsys_stream.core import runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.runs import Run
+from recsys_stream.core.steps import check_finite, make_step
+from recsys_stream.core.tasks import Task, check_memory, check_model
+from recsys_stream.pairs import evaluate, smoothing
+from recsys_stream.pairs.inputs import TrainingData, open_training_data
+from recsys_stream.pairs.models import MODELS, SideTables, build_model
+from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.stream import PairStream
+from recsys_stream.pairs.walk_stream import WalkStream, expected_pairs, walk_frequency, walks_of
 
 
 class PairTask(Task):

@@ -1,12 +1,12 @@
 """What the one training loop needs from a kind of dataset: a task.
 
-The loop (:mod:`recsys_stream.train`) streams batches, steps, records
+The loop (:mod:`recsys_stream.core.train`) streams batches, steps, records
 learning-curve points, checkpoints, resumes, stops early and tunes threads
 the same way for every dataset; a task supplies what differs: the model and
 its step, the stream of batches, the metrics of a curve point and the run's
-final files. :class:`~recsys_stream.pair_task.PairTask` trains product pairs
-(and skip-gram over walks), :class:`~recsys_stream.rating_task.RatingTask`
-user-item ratings, and :mod:`recsys_stream.sequence_task` sequence models
+final files. :class:`~recsys_stream.pairs.task.PairTask` trains product pairs
+(and skip-gram over walks), :class:`~recsys_stream.ratings.task.RatingTask`
+user-item ratings, and :mod:`recsys_stream.sequences.task` sequence models
 on each user's ratings in time order (the next rating, or the next item).
 """
 
@@ -20,8 +20,8 @@ from torch.utils.data import IterableDataset
 
 from pipeline.contracts import TRAIN
 from pipeline.errors import PipelineError
-from recsys_stream.config import TrainConfig
-from recsys_stream.steps import Step
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.steps import Step
 
 
 class Task:
@@ -70,7 +70,7 @@ def task_kind(data_dir: str | os.PathLike, model: str | None, task: str | None) 
     """The kind of task a model trains on a dataset (one of ``config.KINDS``, whose
     defaults it takes): its files decide, and on ratings a sequence model
     (``--model lstm``) makes it "sequences", or "next-item"."""
-    from recsys_stream.sequence_models import SEQUENCE_MODELS
+    from recsys_stream.sequences.models import SEQUENCE_MODELS
 
     kind = dataset_kind(data_dir)
     if model not in SEQUENCE_MODELS:

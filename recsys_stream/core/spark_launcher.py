@@ -1,14 +1,14 @@
 """Data-parallel training on a Spark cluster, started by Spark's TorchDistributor.
 
     from pyspark.sql import SparkSession
-    from recsys_stream.distributor import train_on_spark
+    from recsys_stream.core.spark_launcher import train_on_spark
 
     SparkSession.builder.master("spark://host:7077").getOrCreate()
     summary = train_on_spark("/shared/books", processes=8, options={"model": "mf_bias"})
 
 Each of ``processes`` Spark tasks (a barrier stage) runs one process of
-:func:`recsys_stream.train.train` under torchrun, and the processes train
-as :mod:`recsys_stream.distributed` describes; the call returns rank 0's
+:func:`recsys_stream.core.train.train` under torchrun, and the processes train
+as :mod:`recsys_stream.core.distributed` describes; the call returns rank 0's
 summary. Every executor must see the dataset directory at the same path (a
 shared or network file system), and rank 0 writes the run there. Needs the
 ``spark`` extra (``pip install -e '.[spark]'``) and Java 17.
@@ -35,7 +35,7 @@ def train_on_spark(
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from recsys_stream.distributed import check_processes
+    from recsys_stream.core.distributed import check_processes
 
     options = options or {}
     check_processes(data_dir, options, processes)
@@ -45,6 +45,6 @@ def train_on_spark(
 
 def _train_rank(data_dir: str, options: dict, name: str | None, resume: bool | str) -> dict:
     """One Spark task's process: the trainer, under the torchrun TorchDistributor started."""
-    from recsys_stream.train import train
+    from recsys_stream.core.train import train
 
     return train(data_dir, name=name, resume=resume, quiet=True, options=options)

@@ -21,15 +21,16 @@ import torch
 
 from pipeline.contracts import ITEMS, stamps
 from pipeline.errors import PipelineError
-from recsys_stream import runs
-from recsys_stream.config import TrainConfig
-from recsys_stream.rating_inputs import open_rating_data
-from recsys_stream.rating_models import RATING_MODELS, RatingModel, build_rating_model
-from recsys_stream.runs import Run
-from recsys_stream.sequence_models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
-from recsys_stream.steps import check_finite, make_rating_step
-from recsys_stream.stream import RatingStream
-from recsys_stream.tasks import Task, check_memory, check_model
+from recsys_stream.core import runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.modes import evaluating
+from recsys_stream.core.runs import Run
+from recsys_stream.core.steps import check_finite, make_rating_step
+from recsys_stream.core.tasks import Task, check_memory, check_model
+from recsys_stream.ratings.inputs import open_rating_data
+from recsys_stream.ratings.models import RATING_MODELS, RatingModel, build_rating_model
+from recsys_stream.ratings.stream import RatingStream
+from recsys_stream.sequences.models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
 
 PREDICTION_SAMPLE = 20_000  # val ratings in predictions.csv
 PREDICT_ROWS = 1 << 18  # ratings predicted at a time
@@ -109,20 +110,17 @@ class RatingTask(Task):
         }
 
 
-@torch.no_grad()
 def predict(
     model: RatingModel, user: np.ndarray, item: np.ndarray, low: float, high: float
 ) -> np.ndarray:
     """The model's ratings of (user, item), clipped to the train range, in eval mode."""
-    training = model.training
-    model.eval()
     out = np.empty(len(user), dtype=np.float32)
-    for start in range(0, len(user), PREDICT_ROWS):
-        rows = slice(start, start + PREDICT_ROWS)
-        users = torch.from_numpy(user[rows].astype(np.int64))
-        items = torch.from_numpy(item[rows].astype(np.int64))
-        out[rows] = model(users, items).clamp(low, high).numpy()
-    model.train(training)
+    with evaluating(model):
+        for start in range(0, len(user), PREDICT_ROWS):
+            rows = slice(start, start + PREDICT_ROWS)
+            users = torch.from_numpy(user[rows].astype(np.int64))
+            items = torch.from_numpy(item[rows].astype(np.int64))
+            out[rows] = model(users, items).clamp(low, high).numpy()
     return out
 
 

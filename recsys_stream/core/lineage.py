@@ -31,10 +31,10 @@ from pipeline.contracts import (
 )
 from pipeline.errors import PipelineError
 from pipeline.split_ratings import split_names
-from recsys_stream import runs
-from recsys_stream.config import TrainConfig
-from recsys_stream.models import MODELS
-from recsys_stream.sequence_models import SEQUENCE_MODELS
+from recsys_stream.core import runs
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.pairs.models import MODELS
+from recsys_stream.sequences.models import SEQUENCE_MODELS
 
 SHOWN = 8  # characters of an id a message shows
 

@@ -13,7 +13,7 @@ sending a table. Rank 0 alone writes the run; every rank scores the same
 curve points, so early stopping decides the same everywhere.
 
 Launched by ``torchrun`` (``python -m recsys_stream train ... --nproc N``
-does it), or on a Spark cluster by :mod:`recsys_stream.distributor`.
+does it), or on a Spark cluster by :mod:`recsys_stream.core.spark_launcher`.
 Gloo runs the collectives on CPU; a step costs three all-gathers (a header
 of counts, the rows, the gradients), whose volume is the touched rows,
 never the tables.
@@ -35,7 +35,7 @@ import torch.distributed as dist
 
 from pipeline.contracts import ENTITIES_SCHEMA, ITEMS, USERS, VOCAB, VOCAB_SCHEMA, require
 from pipeline.errors import PipelineError
-from recsys_stream.fused import DistinctRows, Gradients, row_sums
+from recsys_stream.core.fused import DistinctRows, Gradients, row_sums
 
 TIMEOUT = datetime.timedelta(minutes=30)  # rank 0's final evaluation runs between collectives
 
@@ -78,8 +78,8 @@ def check_processes(data_dir, options: dict, processes: int) -> None:
     """Refuse, in one line and before any process starts, what N processes cannot train:
     a model without a fused step, a batch that does not divide, ranks that do not fit in
     the available memory; and warn, in one line, of more ranks than cores."""
-    from recsys_stream.config import TrainConfig
-    from recsys_stream.tasks import task_kind
+    from recsys_stream.core.config import TrainConfig
+    from recsys_stream.core.tasks import task_kind
 
     if processes < 1:
         raise PipelineError(f"--nproc must be 1 or more, got {processes}")
@@ -113,7 +113,7 @@ LAUNCHER_BYTES = 250 << 20
 def _check_memory(data_dir, kind: str, config, processes: int) -> None:
     """Refuse ranks whose runtime and replicated tables (``tasks.training_bytes``, the
     estimate training refuses a dim by) do not fit in the available memory together."""
-    from recsys_stream import tasks
+    from recsys_stream.core import tasks
 
     directory = Path(data_dir)
     if kind == "pairs":
@@ -144,8 +144,8 @@ def _cores() -> int:
 
 def _has_layout(kind: str, config) -> bool:
     """Whether the model has the fused step's layout: asked of a two-row instance."""
-    from recsys_stream.models import MODELS, build_model
-    from recsys_stream.rating_models import RATING_MODELS, build_rating_model
+    from recsys_stream.pairs.models import MODELS, build_model
+    from recsys_stream.ratings.models import RATING_MODELS, build_rating_model
 
     if kind == "pairs" and config.model in MODELS:
         return (

@@ -1,6 +1,6 @@
 """Skip-gram batches streamed from walks.parquet, word2vec-style.
 
-A restartable IterableDataset like :class:`~recsys_stream.stream.PairStream`:
+A restartable IterableDataset like :class:`~recsys_stream.pairs.stream.PairStream`:
 row groups of walks in a new seeded order each epoch, ``shuffle_groups`` at
 a time, shared between DataLoader workers. Each position of a walk is a
 centre; its contexts are the products within a window that word2vec draws
@@ -32,8 +32,8 @@ import torch
 
 from pipeline.contracts import made_by, require, stamps
 from pipeline.errors import PipelineError
-from recsys_stream.sampling import NegativeSampler
-from recsys_stream.stream import Batch, NegativeStream
+from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.stream import Batch, NegativeStream
 
 
 def open_walks(path: Path) -> pq.ParquetFile:

@@ -1,6 +1,6 @@
 """The report of a ratings dataset: stages, models, curves, predictions, a PCA of the items.
 
-Built, like the pairs report (:mod:`recsys_stream.report`), from the stage
+Built, like the pairs report (:mod:`recsys_stream.pairs.report`), from the stage
 stats and whatever finished runs the directory holds: a stages table, a
 models table (RMSE and MAE on the original scale, against the global mean,
 best epoch, seconds, ratings/s), each run's settings, and three figures,
@@ -36,9 +36,9 @@ from pipeline.contracts import (
     SEQUENCES_STATS,
     SPLIT_RATINGS_STATS,
 )
-from recsys_stream.config import TrainConfig
-from recsys_stream.lineage import run_kind
-from recsys_stream.report import left_out_lines, save, stage_table
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.lineage import run_kind
+from recsys_stream.pairs.report import left_out_lines, save, stage_table
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
 ENDS = 5  # titles named at each end of a component
@@ -48,7 +48,7 @@ def rating_report(
     data_dir: Path, runs: dict[str, dict], figures: Path, left_out: list[str]
 ) -> list[str]:
     """The report's lines; its figures are written to ``figures``. ``left_out``: the
-    notes of the runs left out (:func:`recsys_stream.report.current_runs`)."""
+    notes of the runs left out (:func:`recsys_stream.pairs.report.current_runs`)."""
     next_item = {name: run for name, run in runs.items() if "test_hr10" in run["summary"]}
     variants = {name: run for name, run in runs.items() if name not in next_item}
     lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]

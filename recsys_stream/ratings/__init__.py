@@ -1,0 +1,1 @@
+"""Explicit ratings: MF, PMF and the embedding net, their inputs, stream, task and report."""

@@ -1,0 +1,32 @@
+"""The one registry type every kind of model registers in."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_stream.core.registry import Registry
+from recsys_stream.pairs.models import MODELS
+from recsys_stream.ratings.models import RATING_MODELS
+from recsys_stream.sequences.models import SEQUENCE_MODELS
+
+
+def test_a_name_registers_once_and_reads_as_a_mapping():
+    models = Registry("toy model")
+
+    @models.register
+    class Toy:
+        name = "toy"
+
+    assert models["toy"] is Toy and "toy" in models and list(models) == ["toy"]
+    with pytest.raises(ValueError, match="^toy model 'toy' is registered twice$"):
+        models.register(type("Other", (), {"name": "toy"}))
+    with pytest.raises(KeyError):
+        models["other"]
+
+
+def test_each_kind_registers_its_models_by_their_names():
+    assert set(MODELS) == {"mf", "mf_bias", "mf_two_tables", "skipgram"}
+    assert set(RATING_MODELS) == {"mf", "mf_bias", "pmf", "embedding_net"}
+    assert set(SEQUENCE_MODELS) == {"lstm", "gru"}
+    for registry in (MODELS, RATING_MODELS, SEQUENCE_MODELS):
+        assert all(registry[name].name == name for name in registry)
