@@ -25,7 +25,7 @@ DATA ?= data
 # Training and split parameters: unset means the code's own default
 # (recsys_stream/core/config.py, pipeline/split.py), so each default lives in one place.
 # SEED seeds the splits, walks, sequences and trainings; a synthetic input is
-# fixed by its size (DEMO_PRODUCTS), so that the demo's figures are the README's.
+# fixed by its size (DEMO_PRODUCTS), so that the demo's figures are docs/running.md's.
 SEED ?=
 VAL_PROP ?=
 VAL_NEGATIVES ?=
@@ -102,7 +102,7 @@ help:
 	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
 	@echo "                  on each user's ratings in time order (default: synthetic ones)"
 	@echo "make test         lint and the test suite"
-	@echo "make bench        benchmarks; rewrites the README's Performance section"
+	@echo "make bench        benchmarks; rewrites the tables in docs/performance.md"
 	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools, Spark"
 	@echo "make constraints  pin $(CONSTRAINTS) to what $(VENV) holds now"
 	@echo "make clean        derived files under $(DATA)/ (never raw/)"

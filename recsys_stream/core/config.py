@@ -89,7 +89,7 @@ class TrainConfig:
         2048, "positive pairs per step (a step sees batch x (1 + negatives) samples)", low=1
     )
     # lr, l2, negative_power and smoothing were tuned together on the 100k
-    # synthetic catalog under both val-negative protocols (README, Performance:
+    # synthetic catalog under both val-negative protocols (docs/performance.md:
     # the tuning grid).
     lr: float = option(0.02, "Adam learning rate at the start of each epoch", above=0)
     l2: float = option(3e-3, "L2 penalty on the embedding rows a batch touches", low=0)
@@ -252,7 +252,7 @@ def _check(f: dataclasses.Field, value) -> None:
 
 # Where a ratings dataset's defaults differ from the fields' (those of product
 # pairs), from mf_bias's grid on MovieLens 100K (tests/bench/bench_movielens.py;
-# README, Performance): lr 0.005 and l2 0.1 scored 0.9032 over the five folds,
+# docs/performance.md): lr 0.005 and l2 0.1 scored 0.9032 over the five folds,
 # the grid's best point on fold 1 (lr 0.0025, l2 0.05) 0.9037. Batches of
 # 4,096 train at twice the speed for 0.004 more RMSE there.
 RATING_DEFAULTS = {
@@ -264,8 +264,8 @@ RATING_DEFAULTS = {
 }
 
 # Sequence models (lstm, gru) on each user's ratings in time order, from
-# grids on MovieLens 100K's time split (tests/bench/bench_sequences.py; README,
-# Performance): on the next rating lr 0.001, no dropout on the states and 0.2
+# grids on MovieLens 100K's time split (tests/bench/bench_sequences.py;
+# docs/performance.md): on the next rating lr 0.001, no dropout on the states and 0.2
 # on the item vectors (val RMSE 0.942 for lstm, 0.939 for gru), both cells
 # choosing that point. On the next item the grid picked lr 0.01 and dropout
 # 0.2 for lstm (val NDCG@10 0.118), lr 0.04 and 0.4 for gru (0.137); the
@@ -295,7 +295,7 @@ NEXT_ITEM_DEFAULTS = {
 }
 
 # Skip-gram over random walks of the train pairs, as bench_walks measures it
-# against gensim (README, Graph embeddings): word2vec's loss (binary labels)
+# against gensim (docs/training.md, Graph embeddings): word2vec's loss (binary labels)
 # and negative power, one epoch, raw vectors (no smoothing), and 32 negatives
 # shared by each batch of 8,192 pairs: 84 s at 100k products (make demo),
 # where the fields' defaults (five epochs, k negatives a pair) ran past 25 min.

@@ -17,7 +17,7 @@ the batches is shuffled. A walk of 20 revisits its neighbourhood, so a batch
 of 8,192 pairs touches about 1,400 distinct rows of each table, where pairs
 shuffled across the chunk touched 7,200: the lazy Adam then updates a fifth
 as many rows, and one skip-gram epoch at 100k products ran 1.9 times as
-fast, with the same AUC or better (README, Performance).
+fast, with the same AUC or better (docs/performance.md).
 """
 
 from __future__ import annotations

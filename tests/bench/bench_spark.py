@@ -135,7 +135,7 @@ def main() -> None:
 
 def volumes(raw: Path, out: Path, master: str, products: int) -> None:
     """Print the bytes each stage's Spark jobs read, shuffled and wrote, from the
-    session's monitoring API (the basis of the README's cluster projection)."""
+    session's monitoring API (the basis of docs/distributed.md's cluster projection)."""
     from pipeline.pairs import build_pairs
     from pipeline.parse import parse
     from pipeline.spark import session

@@ -1,11 +1,13 @@
-"""`make bench`: run every benchmark and rewrite the README's Performance section.
+"""`make bench`: run every benchmark and rewrite the tables in docs/performance.md.
 
     python tests/bench/run_all.py [--only compare,tune] [--render-only]
 
 Each bench script prints JSON lines; this runs them in turn (nothing else
 should load the machine meanwhile), keeps the lines in data/bench/results.jsonl
-and renders them as tables between the README's performance markers.
-``--only`` reruns the named kinds and keeps the other kinds' earlier lines.
+and renders them as tables between the performance markers of
+docs/performance.md; the hand-written notes outside the markers are kept.
+``--only`` reruns the named kinds and keeps the other kinds' earlier lines;
+``--render-only`` rewrites the tables from the saved lines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tests" / "bench"
 RESULTS = ROOT / "data" / "bench" / "results.jsonl"
+PERFORMANCE = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
 
 RUNS = [
@@ -682,7 +685,7 @@ def render_sequences(results: list[dict]) -> list[str]:
             "",
             f"**Sequence stages at Amazon Books' size** ({speed[0]['ratings']:,} synthetic "
             "ratings of 8M users on 2M items; each in a process of its own; the trainings' "
-            "speed there: README, Sequence models):",
+            "speed there: [Sequence models, Measured](sequences.md#measured)):",
             "",
         ]
         rows = []
@@ -805,26 +808,34 @@ def _settings_text(r: dict) -> str:
     return (settings or "–") + edge
 
 
-def rewrite_readme(section: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+def rewrite_performance(section: str, path: Path = PERFORMANCE) -> None:
+    """Put ``section`` between the markers of ``path``, keeping the text around them."""
+    text = path.read_text()
+    head, begin, rest = text.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not (begin and end):
+        sys.exit(f"{path}: no {BEGIN} ... {END} markers to rewrite between")
+    path.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", help="comma-separated kinds to rerun (default: all)")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the README only")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite docs/performance.md from the saved results only",
+    )
     args = parser.parse_args()
+    if args.render_only and not RESULTS.exists():
+        sys.exit(f"{RESULTS}: no saved results to render; run make bench first")
     kept = (
         [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
     )
     if not args.render_only:
         kinds = set(args.only.split(",")) if args.only else {name for name, _ in RUNS}
         kept = run(kinds, kept)
-    rewrite_readme(render(kept))
+    rewrite_performance(render(kept))
 
 
 if __name__ == "__main__":
