@@ -25,6 +25,7 @@ from recsys_stream.similar import DEFAULT_K
 
 def _train(a: argparse.Namespace) -> None:
     from recsys_stream.core import distributed
+    from recsys_stream.core.tasks import task_class
     from recsys_stream.core.train import train
 
     given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name in a}
@@ -39,14 +40,7 @@ def _train(a: argparse.Namespace) -> None:
     )
     if "rank" in summary:  # a data-parallel process but rank 0: it prints nothing
         return
-    if "rmse" in summary:
-        shown = ["rmse", "mae", "global_mean_rmse", "sigma", "best_epoch"]
-    elif "test_hr10" in summary:
-        shown = ["test_hr10", "test_ndcg10", "popularity_test_hr10", "cooccurrence_test_hr10"]
-        shown.append("best_epoch")
-    else:
-        shown = ["auc_all", "auc_seen", "pr_auc", "popularity_auc"]
-    shown += ["samples_per_s", "seconds"]
+    shown = [*task_class(summary["kind"]).headline, "samples_per_s", "seconds"]
     cli.summary(
         f"train {summary['run']}",
         {k: v if not isinstance(v, float) else round(v, 4) for k, v in summary.items()},

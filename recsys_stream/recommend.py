@@ -27,10 +27,9 @@ import torch
 
 from pipeline.contracts import ITEMS, RATINGS, USERS
 from pipeline.errors import PipelineError
-from recsys_stream.core.lineage import require_current
-from recsys_stream.core.runs import dataset_of
-from recsys_stream.ratings.task import load_rating_model, predict
-from recsys_stream.sequences.models import SEQUENCE_MODELS
+from recsys_stream.core.runs import MODEL, dataset_of
+from recsys_stream.core.trained import load_run
+from recsys_stream.ratings.task import predict
 from recsys_stream.sequences.task import next_scores
 
 DEFAULT_K = 10
@@ -59,18 +58,20 @@ def recommend(run: str | os.PathLike, user: str, k: int = DEFAULT_K) -> Recommen
     """The ``k`` items ``user`` has not rated with the highest predicted ratings, best first."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PipelineError(f"-k must be at least 1, got {k!r}")
-    require_current(run)
-    model, config, saved = load_rating_model(run)
+    trained = load_run(run, current=True)
+    model, config, saved = trained
+    if trained.kind == "pairs":
+        raise PipelineError(f"{Path(run) / MODEL}: a model of product pairs, not of ratings")
+    if trained.kind == "sequences":
+        raise PipelineError(
+            f"{run}: {config.model} trained to rate the items of a history in order; "
+            "recommend ranks with a rating model or a --task next-item run"
+        )
     data = dataset_of(Path(run))
     user_id = _user_id(data / USERS, user)
     history = _history(data / RATINGS, user_id)
     rated = np.unique(history)
-    if config.model in SEQUENCE_MODELS:
-        if config.task != "next-item":
-            raise PipelineError(
-                f"{run}: {config.model} trained to rate the items of a history in order; "
-                "recommend ranks with a rating model or a --task next-item run"
-            )
+    if trained.kind == "next-item":
         recent = history[-saved["max_length"] :]
         scores = next_scores(model, recent[None, :], np.array([len(recent)]))[0]
         score = "logit"

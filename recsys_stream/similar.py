@@ -24,9 +24,8 @@ import torch
 
 from pipeline.contracts import ITEMS, VOCAB
 from pipeline.errors import PipelineError
-from recsys_stream.core.lineage import require_current
-from recsys_stream.core.runs import dataset_of, load_model
-from recsys_stream.ratings.task import is_ratings_run, load_rating_model
+from recsys_stream.core.runs import dataset_of
+from recsys_stream.core.trained import load_run
 
 DEFAULT_K = 10
 SCORES_PER_BATCH = 1 << 25
@@ -78,14 +77,13 @@ class Index:
     """
 
     def __init__(self, run: str | os.PathLike):
-        require_current(run)
-        if is_ratings_run(run):
-            vectors = load_rating_model(run)[0].item_vectors().detach()
-            self.queries = self.candidates = vectors
+        trained = load_run(run, current=True)
+        model = trained.model
+        if trained.kind != "pairs":
+            self.queries = self.candidates = model.item_vectors().detach()
             self.bias, self.offset, self.cosine_only = None, 0.0, True
             ids, key = ITEMS, "key"
         else:
-            model = load_model(run)[0]
             self.queries, self.candidates = model.query_vectors(), model.candidate_vectors()
             self.bias, self.offset = model.candidate_bias(), model.global_offset()
             self.cosine_only = False

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recsys_stream.core.train import train
-from recsys_stream.ratings.task import load_rating_model
+from recsys_stream.core.trained import load_run
 
 
 def assert_resume_is_bit_identical(folder: Path, settings, stream_class, monkeypatch) -> tuple:
@@ -29,7 +29,7 @@ def assert_resume_is_bit_identical(folder: Path, settings, stream_class, monkeyp
     monkeypatch.setattr(stream_class, "__iter__", real)
     resumed = train(folder, settings, name="parts", resume=True, quiet=True)
     assert resumed["parts"] == 2
-    first, second = (load_rating_model(folder / "runs" / n)[0] for n in ("straight", "parts"))
+    first, second = (load_run(folder / "runs" / n)[0] for n in ("straight", "parts"))
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     return straight, resumed

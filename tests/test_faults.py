@@ -24,8 +24,8 @@ from pipeline.split import split
 from pipeline.synth import generate
 from recsys_stream.core import train as train_module
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.runs import load_model
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(epochs=1, batch_size=256, eval_every=20, eval_sample=1000)
@@ -321,7 +321,7 @@ def test_a_corrupt_model_file_is_one_line(tmp_path):
     message = one_error_line(cli("recsys_stream", "similar", model.parent, "P000000001"))
     assert "model.pt: not a readable model file" in message
     with pytest.raises(PipelineError, match="not a readable model file"):
-        load_model(model.parent)
+        load_run(model.parent)
 
 
 def test_titles_are_html_decoded_at_parse(tmp_path):

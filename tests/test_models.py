@@ -21,9 +21,9 @@ from pipeline.walks import walks
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.fused import DistinctRows, gradients, layout_parameters
 from recsys_stream.core.losses import LOSSES, objective, objective_terms
-from recsys_stream.core.runs import load_model
 from recsys_stream.core.steps import AutogradStep, FusedStep
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs.models import MODELS, SideTables, build_model
 from recsys_stream.pairs.stream import Batch, PairStream
 from recsys_stream.pairs.walk_stream import WalkStream
@@ -221,7 +221,7 @@ def test_a_short_run_learns_the_planted_clusters(kind, planted, step):
 def test_save_and_load_round_trip_bit_for_bit(kind, planted):
     config = TrainConfig(**settings(kind), **{**FAST, "epochs": 1})
     train(planted, config, name=f"saved-{kind}", quiet=True)
-    model, loaded_config, saved = load_model(planted / "runs" / f"saved-{kind}")
+    model, loaded_config, saved = load_run(planted / "runs" / f"saved-{kind}")
     assert loaded_config == config and type(model).name == config.model
     for name, value in saved["state_dict"].items():
         assert torch.equal(model.state_dict()[name], value)
@@ -247,8 +247,8 @@ def test_resume_after_interruption_is_bit_identical(kind, planted, monkeypatch):
         monkeypatch.setattr(cls, "__iter__", real[cls])
     resumed = train(planted, config, name=f"resumed-{kind}", resume=True, quiet=True)
     assert resumed["parts"] == 2 and whole["parts"] == 1
-    a = load_model(planted / "runs" / f"whole-{kind}")[0].state_dict()
-    b = load_model(planted / "runs" / f"resumed-{kind}")[0].state_dict()
+    a = load_run(planted / "runs" / f"whole-{kind}")[0].state_dict()
+    b = load_run(planted / "runs" / f"resumed-{kind}")[0].state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert curve(planted / "runs" / f"whole-{kind}") == curve(planted / "runs" / f"resumed-{kind}")
     assert resumed["auc_all"] == whole["auc_all"] and resumed["steps"] == whole["steps"]

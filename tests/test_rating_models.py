@@ -28,10 +28,11 @@ from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.fused import DistinctRows
 from recsys_stream.core.schedule import learning_rate
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 from recsys_stream.ratings.fused import rating_gradients
 from recsys_stream.ratings.models import RATING_MODELS, Y_RANGE_MARGIN, build_rating_model
 from recsys_stream.ratings.stream import RatingBatch, RatingStream
-from recsys_stream.ratings.task import load_rating_model, predict
+from recsys_stream.ratings.task import predict
 
 MODELS = sorted(RATING_MODELS)
 # Quick settings for 24k ratings: a few epochs of small batches.
@@ -69,7 +70,7 @@ def test_each_model_learns_the_planted_ratings(planted, model):
     assert summary["rmse"] < BELOW[model] * summary["global_mean_rmse"], summary
     assert summary["mae"] < summary["global_mean_mae"]
     assert summary["val_rows"] == summary["val_seen_rows"] + summary["val_cold_rows"]
-    loaded, saved_config, _ = load_rating_model(planted / "runs" / model)
+    loaded, saved_config, _ = load_run(planted / "runs" / model)
     assert saved_config == config(model)
     # the loaded model predicts what the summary scored
     val = pq.read_table(planted / "ratings-val.parquet")
@@ -89,7 +90,7 @@ def test_each_model_learns_the_planted_ratings(planted, model):
 
 def test_predictions_stay_in_the_widened_range(planted):
     train(planted, config("mf_bias", epochs=2, lr=0.05), name="range", quiet=True)
-    model = load_rating_model(planted / "runs" / "range")[0]
+    model = load_run(planted / "runs" / "range")[0]
     with torch.no_grad():
         raw = model(torch.arange(500).repeat(300), torch.arange(300).repeat_interleave(500))
     assert raw.min() >= 1 - Y_RANGE_MARGIN and raw.max() <= 5 + Y_RANGE_MARGIN

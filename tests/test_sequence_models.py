@@ -23,7 +23,7 @@ from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
-from recsys_stream.ratings.task import load_rating_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.recommend import recommend
 from recsys_stream.sequences import baselines, ranking
 from recsys_stream.sequences.models import SEQUENCE_MODELS, build_sequence_model
@@ -106,7 +106,7 @@ def test_the_rating_network_learns_the_planted_moods_beyond_mf_bias(planted, mod
     assert summary["rmse"] < baseline["rmse"] - 0.03, (summary["rmse"], baseline["rmse"])
     assert summary["val_rows"] == pq.read_table(planted / "ratings-val.parquet").num_rows
     # the saved model predicts what the summary scored
-    loaded, saved_config, _ = load_rating_model(planted / "runs" / model)
+    loaded, saved_config, _ = load_run(planted / "runs" / model)
     assert saved_config == config("sequences", model) and loaded.training is False
     table = pq.read_table(planted / "sequences-val.parquet")
     predicted, rating = predict_targets(loaded, table, 1.0, 5.0)
@@ -253,7 +253,7 @@ def test_one_line_errors_and_recommend(planted, tmp_path):
     with pytest.raises(PipelineError, match="recommend ranks with a rating model or a --task next"):
         recommend(rating_run, user)
     # the network's scores of a history are those of its last max_length items
-    model, _, saved = load_rating_model(run)
+    model, _, saved = load_run(run)
     history = np.arange(30)[None, :] % 300
     tail = history[:, -saved["max_length"] :]
     assert np.allclose(

@@ -16,8 +16,8 @@ from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.side_info import PRICE_BUCKETS, parse_features, side_info
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.runs import load_model
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 
 # Eight catalog products; each lists two others, H also one outside the catalog (Z).
 CATALOG = [
@@ -106,7 +106,7 @@ def test_products_without_train_pairs_get_vectors_from_their_metadata(cold):
     assert plain["popularity_auc_cold"] == 0.5
     assert side["auc_cold"] > max(plain["auc_cold"], 0.5) + 0.2
     assert side["auc_seen"] > plain["auc_seen"] - 0.02  # and the seen rows do not suffer
-    model = load_model(cold / "runs" / "side-brand,category,price")[0]
+    model = load_run(cold / "runs" / "side-brand,category,price")[0]
     pairs = pq.read_table(cold / "train.parquet")
     in_train = np.zeros(model.num_products, bool)
     in_train[pairs.column("src").to_numpy()] = True

@@ -41,9 +41,9 @@ def runs(tmp_path_factory):
 
 
 def brute_force(run: Path, query: int, k: int, cosine: bool) -> list[int]:
-    from recsys_stream.core.runs import load_model
+    from recsys_stream.core.trained import load_run
 
-    model, _, _ = load_model(run)
+    model, _, _ = load_run(run)
     e = model.embedding.weight.detach().numpy().astype(np.float64)
     if cosine:
         e = e / np.linalg.norm(e, axis=1, keepdims=True)

@@ -9,10 +9,10 @@ from planted import write_planted
 from recsys_stream.core import threads
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
-from recsys_stream.core.runs import load_model
 from recsys_stream.core.steps import FusedStep
 from recsys_stream.core.threads import ThreadTuner
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs.models import build_model
 from recsys_stream.pairs.stream import Batch
 
@@ -139,6 +139,6 @@ def test_training_gives_the_same_weights_whatever_the_threads(tmp_path, fixed):
     config = TrainConfig(epochs=1, batch_size=128, eval_every=25, eval_sample=1000)
     train(data, config, name="tuned", quiet=True)
     train(data, config, name="fixed", threads=fixed, quiet=True)
-    tuned, fixed_run = (load_model(data / "runs" / name)[0] for name in ("tuned", "fixed"))
+    tuned, fixed_run = (load_run(data / "runs" / name)[0] for name in ("tuned", "fixed"))
     for a, b in zip(tuned.state_dict().values(), fixed_run.state_dict().values()):
         assert torch.equal(a, b)

@@ -19,10 +19,10 @@ from pipeline.errors import PipelineError
 from recsys_stream.core import tables
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
-from recsys_stream.core.runs import load_model
 from recsys_stream.core.schedule import learning_rate
 from recsys_stream.core.steps import FusedStep
 from recsys_stream.core.train import train
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs import smoothing
 from recsys_stream.pairs.inputs import open_training_data
 from recsys_stream.pairs.models import build_model
@@ -126,7 +126,7 @@ def test_training_with_shared_negatives_learns_and_repeats_itself(planted):
     summary = train(planted, config, name="shared", quiet=True)
     assert summary["auc_seen"] > summary["popularity_auc_seen"] and summary["auc_all"] > 0.75
     train(planted, config, name="shared-again", quiet=True)
-    first, second = (load_model(planted / "runs" / n)[0] for n in ("shared", "shared-again"))
+    first, second = (load_run(planted / "runs" / n)[0] for n in ("shared", "shared-again"))
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -226,7 +226,7 @@ def test_run_directory_contents(planted):
     assert rows[0]["step"] == "0" and rows[0]["loss"] == ""  # the untrained model's point
     embeddings = pq.read_table(run / "embeddings.parquet")
     assert embeddings.num_rows == 1500 and embeddings.column("asin")[7].as_py() == "P000000007"
-    model, config, _ = load_model(run)
+    model, config, _ = load_run(run)
     vector = np.array(embeddings.column("vector")[7].as_py(), dtype=np.float32)
     np.testing.assert_allclose(model.embedding.weight[7].detach().numpy(), vector)
     assert pq.read_schema(run / "embeddings.parquet").metadata[b"split_id"] == b"planted-split"
@@ -246,7 +246,7 @@ def test_model_is_refused_with_another_vocabulary(planted, tmp_path):
     train(other, TrainConfig(**{**FAST, "epochs": 1}), name="x", quiet=True)
     (other / "vocab.parquet").write_bytes((planted / "vocab.parquet").read_bytes())
     with pytest.raises(PipelineError, match="another vocabulary"):
-        load_model(other / "runs" / "x")
+        load_run(other / "runs" / "x")
 
 
 def test_bad_inputs_are_one_line_errors(planted, tmp_path):
@@ -268,8 +268,8 @@ def test_smoothing_changes_only_the_final_vectors(planted):
     smooth = train(planted, TrainConfig(**FAST), name="smooth", quiet=True)
     assert plain["auc_all"] == plain["auc_all_unsmoothed"] == smooth["auc_all_unsmoothed"]
     assert smooth["auc_all"] > smooth["auc_all_unsmoothed"]  # clusters: neighbours agree
-    raw = load_model(planted / "runs" / "plain")[0].embedding.weight
-    final = load_model(planted / "runs" / "smooth")[0].embedding.weight
+    raw = load_run(planted / "runs" / "plain")[0].embedding.weight
+    final = load_run(planted / "runs" / "smooth")[0].embedding.weight
     degree = open_training_data(planted).degree
     expected = smoothing.smooth(raw, planted / "train.parquet", degree, TrainConfig().smoothing)
     assert torch.equal(final, expected)
@@ -290,14 +290,14 @@ GOLDEN_RUN = """
 import hashlib, sys
 from pathlib import Path
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.runs import load_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.core.train import train
 data, model, labels = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 config = TrainConfig(
     model=model, labels=labels, epochs=2, batch_size=128, eval_every=25, eval_sample=1000
 )
 train(data, config, name="golden", quiet=True)
-state = load_model(data / "runs" / "golden")[0].state_dict().values()
+state = load_run(data / "runs" / "golden")[0].state_dict().values()
 print(hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in state)).hexdigest())
 """
 

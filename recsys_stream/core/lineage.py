@@ -19,22 +19,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contracts import (
-    ITEMS,
-    NEXT_TRAIN,
-    SEQUENCES_TRAIN,
-    TRAIN,
-    VOCAB,
-    WALKS,
-    made_by,
-    stamps,
-)
+from pipeline.contracts import made_by, stamps
 from pipeline.errors import PipelineError
-from pipeline.split_ratings import split_names
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.pairs.models import MODELS
-from recsys_stream.sequences.models import SEQUENCE_MODELS
+from recsys_stream.core.tasks import task_class
 
 SHOWN = 8  # characters of an id a message shows
 
@@ -63,21 +52,23 @@ class Change:
         return f"rerun {stages}{'then ' if stages else ''}{training}"
 
 
-def change(run: str | os.PathLike) -> Change | None:
+def change(run: str | os.PathLike, saved: dict | None = None) -> Change | None:
     """What changed under ``run`` since it trained, or None.
 
-    The first stage of the run's lineage (in stage order) whose file now
-    carries another id than the one the run trained on. A file that is
-    missing tells nothing and is passed over (loading the run says what is
-    missing); so is a run without model.pt.
+    The first stage of the run's lineage (in stage order, its task's ``links``)
+    whose file now carries another id than the one the run trained on. A file
+    that is missing tells nothing and is passed over (loading the run says
+    what is missing); so is a run without model.pt. ``saved``: model.pt's
+    contents, when the caller has read them already.
     """
-    path = Path(run) / runs.MODEL
-    if not path.is_file():
-        return None
-    saved = runs.load_torch(path)
+    if saved is None:
+        path = Path(run) / runs.MODEL
+        if not path.is_file():
+            return None
+        saved = runs.load_torch(path)
     config = TrainConfig.from_dict(saved["config"])
-    kind = run_kind(config, ratings="ratings_id" in saved)
-    links = _links(runs.dataset_of(run), kind, config)
+    kind = runs.saved_kind(saved, config)
+    links = task_class(kind).links(runs.dataset_of(run), config)
     now = {key: _ids(file) for _, file, key in links}
     trained = {key: saved[key] for _, _, key in links if key in saved}
     last = links[-1][2]  # the id of the file the run read
@@ -101,51 +92,13 @@ def change(run: str | os.PathLike) -> Change | None:
     return None
 
 
-def require_current(run: str | os.PathLike) -> None:
+def require_current(run: str | os.PathLike, saved: dict | None = None) -> None:
     """Refuse, in one line naming what changed and what to rerun, a run whose stage files
     were rewritten since it trained: its ids would index other products or users, or it
     would answer for another split than the dataset's."""
-    found = change(run)
+    found = change(run, saved)
     if found:
         raise PipelineError(f"{run}: {found}; {found.steps(f'`{found.training}`')}")
-
-
-def run_kind(config: TrainConfig, ratings: bool) -> str:
-    """The kind of task (``TrainConfig.defaults``) a run of ``config`` trained: on pairs,
-    or on ratings (``ratings``) by a rating model, or by a sequence model on the next
-    rating or the next item."""
-    if not ratings:
-        return "pairs"
-    if config.model not in SEQUENCE_MODELS:
-        return "ratings"
-    return "next-item" if config.task == "next-item" else "sequences"
-
-
-def _links(data: Path, kind: str, config: TrainConfig) -> list[tuple[str, Path, str]]:
-    """(stage, file, id) of each stage a run of ``kind`` depends on, in stage order: the
-    file that defines the id now."""
-    if kind == "pairs":
-        links = [("pairs", data / VOCAB, "pairs_id"), ("split", data / TRAIN, "split_id")]
-        if getattr(MODELS.get(config.model), "inputs", None) == "walks":
-            links.append(("walks", data / WALKS, "walks_id"))
-        return links
-    links = [("ratings", data / ITEMS, "ratings_id")]
-    if kind == "ratings":  # the plain split's train file, or fold K's (numbered from 1)
-        fold = config.fold
-        train = split_names(max(fold, 2))[fold - 1][0] if fold else split_names(0)[0][0]
-        return [*links, ("split", _split_file(data, train), "split_id")]
-    own = NEXT_TRAIN if kind == "next-item" else SEQUENCES_TRAIN
-    split = ("split", data / split_names(0)[0][0], "split_id")
-    return [*links, split, ("sequences", data / own, "sequences_id")]
-
-
-def _split_file(data: Path, train: str) -> Path:
-    """``train`` when it exists, else any train file of the current split: a rerun of
-    ``split-ratings`` in another layout (plain or another number of folds) deletes the
-    files it does not make, so the split a fold run trained on may be gone."""
-    if (data / train).is_file():
-        return data / train
-    return next(iter(sorted(data.glob("ratings-train*.parquet"))), data / train)
 
 
 def _ids(path: Path) -> dict[str, str]:
@@ -163,7 +116,7 @@ def _training(run: str | os.PathLike, kind: str, config: TrainConfig) -> str:
     settings that differ from its kind's defaults."""
     defaults = TrainConfig.defaults(kind, model=config.model).to_dict()
     options = {"model": config.model}  # with the task, it decides the defaults
-    if config.model in SEQUENCE_MODELS:
+    if kind in ("sequences", "next-item"):
         options["task"] = config.task
     options |= {key: value for key, value in config.to_dict().items() if value != defaults[key]}
     flags = "".join(f" --{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in options.items())

@@ -1,8 +1,9 @@
-"""One registry type for every kind of model: names to classes, each name registered once.
+"""One registry type for models and tasks: names to classes, each name registered once.
 
 After PyTorch-BigGraph's ``PluginRegistry``: a kind's models module makes one
-``Registry`` and decorates each model class with its ``register``; the rest
-of the code reads it as a mapping (``name in models``, ``models[name]``).
+``Registry`` and decorates each model class with its ``register``, as each kind
+registers its task class (``core.tasks.TASKS``); the rest of the code reads a
+registry as a mapping (``name in models``, ``models[name]``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ T = TypeVar("T", bound=type)
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    """The classes of one kind of model (``what``, for messages), by their ``name``."""
+    """Classes of one sort (``what``, for messages), by their ``key`` attribute: a model's
+    ``name``, a task's ``kind``."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, key: str = "name"):
+        self.what, self.key = what, key
         self._classes: dict[str, T] = {}
 
     def register(self, cls: T) -> T:
-        """Class decorator: make ``cls`` trainable as ``--model cls.name``; a name taken
-        twice is a programming error, refused at import."""
-        name = cls.name
+        """Class decorator: make ``cls`` known by its key (a model trainable as ``--model
+        cls.name``); a key taken twice is a programming error, refused at import."""
+        name = getattr(cls, self.key)
         if name in self._classes:
             raise ValueError(f"{self.what} {name!r} is registered twice")
         self._classes[name] = cls

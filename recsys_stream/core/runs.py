@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -24,11 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import EMBEDDINGS, VOCAB, stamped
+from pipeline.contracts import EMBEDDINGS, stamped
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, require_space
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.pairs.models import PairModel, SideTables, build_model
 
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
@@ -77,6 +75,7 @@ class Run:
     directory: Path
     config: TrainConfig
     identity: dict[str, str]
+    kind: str  # the task's (core.tasks.TASKS): what loads the run again
 
     @property
     def name(self) -> str:
@@ -135,6 +134,7 @@ class Run:
         save_torch(
             {
                 "model": self.config.model,
+                "kind": self.kind,
                 "state_dict": model.state_dict(),
                 "config": self.config.to_dict(),
                 **shape,
@@ -171,11 +171,20 @@ def _not_a_start(planned: int, done: int, config: TrainConfig) -> str | None:
     return None
 
 
-def side_sizes(model: PairModel) -> dict[str, int]:
-    """The codes each side-information feature of ``model`` uses (to rebuild it)."""
-    tables = model.tables()
-    name = model.vector_tables[0]
-    return {f: tables[f"{name}.features.{f}"].num_embeddings for f in model.side_features}
+def saved_kind(saved: dict, config: TrainConfig) -> str:
+    """The kind of task a model.pt (or summary.json) was trained by: recorded since
+    2026-12-07, told by its ids before (:func:`legacy_kind`)."""
+    return saved.get("kind") or legacy_kind(config, ratings="ratings_id" in saved)
+
+
+def legacy_kind(config: TrainConfig, ratings: bool) -> str:
+    """The kind of a run saved before runs recorded it: pairs unless it trained on
+    ``ratings``; then its model and task tell (lstm and gru, the sequence models then)."""
+    if not ratings:
+        return "pairs"
+    if config.model in ("lstm", "gru"):
+        return "next-item" if config.task == "next-item" else "sequences"
+    return "ratings"
 
 
 def run_dir(data_dir: Path, name: str) -> Path:
@@ -232,29 +241,6 @@ def _tensor_bytes(obj) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(_tensor_bytes(value) for value in obj)
     return 0
-
-
-def load_model(run: str | os.PathLike) -> tuple[PairModel, TrainConfig, dict]:
-    """The trained model of a run, its config and the saved metadata.
-
-    Refuses a model whose vocabulary hash differs from the dataset's
-    vocab.parquet: ids would point at the wrong products.
-    """
-    run = Path(run)
-    path = run / MODEL
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found (it is made by `python -m recsys_stream train`)")
-    saved = load_torch(path)
-    vocab = dataset_of(run) / VOCAB
-    if not vocab.is_file() or file_sha256(vocab) != saved.get("vocab_sha256"):
-        raise PipelineError(f"{path}: trained on another vocabulary than {vocab}; retrain")
-    config = TrainConfig.from_dict(saved["config"])
-    side = SideTables(saved.get("side_sizes", {}))
-    model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed, side)
-    model.configure(config)
-    model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
-    model.eval()
-    return model, config, saved
 
 
 def write_columns(path: Path, columns: dict[str, np.ndarray]) -> None:

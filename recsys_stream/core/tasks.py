@@ -1,17 +1,22 @@
-"""What the one training loop needs from a kind of dataset: a task.
+"""What the one training loop needs from a kind of dataset: a task, and the run it leaves.
 
 The loop (:mod:`recsys_stream.core.train`) streams batches, steps, records
 learning-curve points, checkpoints, resumes, stops early and tunes threads
 the same way for every dataset; a task supplies what differs: the model and
 its step, the stream of batches, the metrics of a curve point and the run's
-final files. :class:`~recsys_stream.pairs.task.PairTask` trains product pairs
+final files, and, for a finished run, how to load its model and which stage
+files it depends on. Each kind registers its task class in ``TASKS`` by its
+``kind``: :class:`~recsys_stream.pairs.task.PairTask` trains product pairs
 (and skip-gram over walks), :class:`~recsys_stream.ratings.task.RatingTask`
 user-item ratings, and :mod:`recsys_stream.sequences.task` sequence models
-on each user's ratings in time order (the next rating, or the next item).
+on each user's ratings in time order (the next rating, or the next item). A
+run records its kind in model.pt; whatever loads a run asks the run
+(:mod:`recsys_stream.core.trained`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -21,13 +26,18 @@ from torch.utils.data import IterableDataset
 from pipeline.contracts import TRAIN
 from pipeline.errors import PipelineError
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.registry import Registry
 from recsys_stream.core.steps import Step
+
+# The packages whose task module registers a kind, imported on first use.
+KIND_PACKAGES = ("pairs", "ratings", "sequences")
 
 
 class Task:
     """A dataset opened for training, with its model, step and stream built."""
 
-    kind: str
+    kind: str  # the key in TASKS, recorded in the run's model.pt and summary.json
+    headline: tuple[str, ...]  # the summary's entries the command line prints
     config: TrainConfig
     directory: Path  # the dataset's
     model: nn.Module
@@ -51,6 +61,33 @@ class Task:
     def finish(self, run) -> dict:
         """Write the run's final files but summary.json; return the summary's task entries."""
         raise NotImplementedError
+
+    @classmethod
+    def load(cls, run: Path, saved: dict, config: TrainConfig) -> nn.Module:
+        """The trained model of ``run`` from its model.pt (``saved``), in eval mode;
+        refused in one line when its ids do not fit the dataset's files."""
+        raise NotImplementedError
+
+    @classmethod
+    def links(cls, data: Path, config: TrainConfig) -> list[tuple[str, Path, str]]:
+        """(stage, file, id) of each stage a run of this kind depends on, in stage order:
+        the file that holds the id now (``core.lineage``)."""
+        raise NotImplementedError
+
+
+TASKS: Registry[type[Task]] = Registry("kind of task", key="kind")
+
+
+def task_class(kind: str) -> type[Task]:
+    """The task class of ``kind`` (one of ``config.KINDS``)."""
+    for package in KIND_PACKAGES:
+        importlib.import_module(f"recsys_stream.{package}.task")
+    return TASKS[kind]
+
+
+def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Task:
+    """The task of a ``kind`` of dataset, opened with its model, step and stream."""
+    return task_class(kind)(data_dir, config)
 
 
 def dataset_kind(data_dir: str | os.PathLike) -> str:

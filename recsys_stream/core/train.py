@@ -34,7 +34,7 @@ from recsys_stream.core.distributed import DistributedStep, Ranks
 from recsys_stream.core.runs import Run, TrainState
 from recsys_stream.core.schedule import learning_rate
 from recsys_stream.core.steps import Diverged, DivergenceWatch
-from recsys_stream.core.tasks import Task, task_kind
+from recsys_stream.core.tasks import Task, open_task, task_kind
 from recsys_stream.core.threads import ThreadTuner
 
 RESUME = (False, True, "auto")
@@ -95,21 +95,6 @@ def train(
             distributed.stop()
 
 
-def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Task:
-    """The task of a ``kind`` of dataset, opened with its model, step and stream."""
-    if kind == "ratings":
-        from recsys_stream.ratings.task import RatingTask
-
-        return RatingTask(data_dir, config)
-    if kind in ("sequences", "next-item"):
-        from recsys_stream.sequences.task import NextItemTask, SequenceRatingTask
-
-        return (NextItemTask if kind == "next-item" else SequenceRatingTask)(data_dir, config)
-    from recsys_stream.pairs.task import PairTask
-
-    return PairTask(data_dir, config)
-
-
 def _distribute(task: Task, ranks: Ranks) -> None:
     """Make ``task`` one rank's: its share of the stream, its step summed over the ranks."""
     distributed.check_batch(task.config.batch_size, ranks.world)
@@ -119,7 +104,9 @@ def _distribute(task: Task, ranks: Ranks) -> None:
 
 def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> dict:
     config = task.config
-    run = Run(runs.run_dir(task.directory, name or task.default_name), config, task.identity)
+    run = Run(
+        runs.run_dir(task.directory, name or task.default_name), config, task.identity, task.kind
+    )
     state = _starting_state(run, resume, task, ranks.lead)
     state.parts += 1
     first_step = state.step
@@ -155,7 +142,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
         return {"run": run.name, "rank": ranks.rank}
     if config.patience and state.best_epoch != state.epoch:
         run.load_best(task.model)
-    summary = {"run": run.name, **task.finish(run)}
+    summary = {"run": run.name, "kind": task.kind, **task.finish(run)}
     runs.write_metrics(run.path(runs.METRICS), state.history, task.metrics)
     summary.update(
         {

@@ -11,27 +11,32 @@ validation arrays and bounded buffers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from pipeline.contracts import WALKS, check_lineage
+from pipeline.contracts import TRAIN, VOCAB, WALKS, check_lineage
+from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features, side_info
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.runs import Run
 from recsys_stream.core.steps import check_finite, make_step
-from recsys_stream.core.tasks import Task, check_memory, check_model
+from recsys_stream.core.tasks import TASKS, Task, check_memory, check_model
 from recsys_stream.pairs import evaluate, smoothing
 from recsys_stream.pairs.inputs import TrainingData, open_training_data
-from recsys_stream.pairs.models import MODELS, SideTables, build_model
+from recsys_stream.pairs.models import MODELS, PairModel, SideTables, build_model
 from recsys_stream.pairs.sampling import NegativeSampler
 from recsys_stream.pairs.stream import PairStream
 from recsys_stream.pairs.walk_stream import WalkStream, expected_pairs, walk_frequency, walks_of
 
 
+@TASKS.register
 class PairTask(Task):
     """Product pairs with sampled negatives, scored by AUC; see the module doc."""
 
     kind = "pairs"
+    headline = ("auc_all", "auc_seen", "pr_auc", "popularity_auc")
     metrics = ("auc_all", "auc_seen")
     monitor, higher_is_better = "auc_all", True
 
@@ -90,7 +95,7 @@ class PairTask(Task):
         runs.write_columns(run.path(runs.PR), evaluate.precision_recall_table(val.label, score))
         runs.write_columns(run.path(runs.ROC), evaluate.roc_points(val.label, score))
         runs.write_columns(run.path(runs.POPULARITY_ROC), evaluate.roc_points(val.label, popular))
-        run.save_model(model, {"vocab_size": data.vocab_size, "side_sizes": runs.side_sizes(model)})
+        run.save_model(model, {"vocab_size": data.vocab_size, "side_sizes": side_sizes(model)})
         lineage = {"pairs_id": data.pairs_id, "split_id": data.split_id}
         runs.write_embeddings(
             model.exported(), data.vocab, "asin", run.path(runs.EMBEDDINGS), lineage
@@ -112,6 +117,35 @@ class PairTask(Task):
             "vocab_size": data.vocab_size,
             "split_id": data.split_id,
         }
+
+    @classmethod
+    def load(cls, run: Path, saved: dict, config: TrainConfig) -> PairModel:
+        """Refuses a model whose vocabulary hash differs from the dataset's vocab.parquet:
+        ids would point at the wrong products."""
+        vocab = runs.dataset_of(run) / VOCAB
+        if not vocab.is_file() or runs.file_sha256(vocab) != saved.get("vocab_sha256"):
+            raise PipelineError(
+                f"{run / runs.MODEL}: trained on another vocabulary than {vocab}; retrain"
+            )
+        side = SideTables(saved.get("side_sizes", {}))
+        model = build_model(config.model, saved["vocab_size"], config.dim, None, config.seed, side)
+        model.configure(config)
+        model.load_state_dict(saved["state_dict"], assign=True)  # the saved tensors, not copies
+        return model.eval()
+
+    @classmethod
+    def links(cls, data: Path, config: TrainConfig) -> list[tuple[str, Path, str]]:
+        links = [("pairs", data / VOCAB, "pairs_id"), ("split", data / TRAIN, "split_id")]
+        if MODELS[config.model].inputs == "walks":
+            links.append(("walks", data / WALKS, "walks_id"))
+        return links
+
+
+def side_sizes(model: PairModel) -> dict[str, int]:
+    """The codes each side-information feature of ``model`` uses (to rebuild it)."""
+    tables = model.tables()
+    name = model.vector_tables[0]
+    return {f: tables[f"{name}.features.{f}"].num_embeddings for f in model.side_features}
 
 
 def _side(config: TrainConfig, data: TrainingData) -> SideTables | None:

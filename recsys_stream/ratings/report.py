@@ -37,7 +37,7 @@ from pipeline.contracts import (
     SPLIT_RATINGS_STATS,
 )
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.lineage import run_kind
+from recsys_stream.core.runs import legacy_kind
 from recsys_stream.pairs.report import left_out_lines, save, stage_table
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
@@ -49,7 +49,7 @@ def rating_report(
 ) -> list[str]:
     """The report's lines; its figures are written to ``figures``. ``left_out``: the
     notes of the runs left out (:func:`recsys_stream.pairs.report.current_runs`)."""
-    next_item = {name: run for name, run in runs.items() if "test_hr10" in run["summary"]}
+    next_item = {name: run for name, run in runs.items() if _kind(run["summary"]) == "next-item"}
     variants = {name: run for name, run in runs.items() if name not in next_item}
     lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
     lines += left_out_lines(left_out)
@@ -156,11 +156,17 @@ def _model_table(variants: dict[str, dict]) -> list[str]:
     return table
 
 
+def _kind(summary: dict) -> str:
+    """The kind of task a run's summary says it trained (legacy: its model and task)."""
+    config = TrainConfig.from_dict(summary["config"])
+    return summary.get("kind") or legacy_kind(config, ratings=True)
+
+
 def _settings(variants: dict[str, dict]) -> list[str]:
     lines = ["| run | settings that differ from the defaults of its kind |", "|---|---|"]
     for name, run in variants.items():
         config = run["summary"]["config"]
-        kind = run_kind(TrainConfig.from_dict(config), ratings=True)
+        kind = _kind(run["summary"])
         defaults = TrainConfig.defaults(kind, **{"model": config["model"]}).to_dict()
         changed = [
             f"{k.replace('_', '-')} {v}"

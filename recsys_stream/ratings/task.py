@@ -12,7 +12,6 @@ val ratings with their predictions, for the report's figures).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,27 @@ import torch
 
 from pipeline.contracts import ITEMS, stamps
 from pipeline.errors import PipelineError
+from pipeline.split_ratings import split_names
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
 from recsys_stream.core.steps import check_finite, make_rating_step
-from recsys_stream.core.tasks import Task, check_memory, check_model
+from recsys_stream.core.tasks import TASKS, Task, check_memory, check_model
 from recsys_stream.ratings.inputs import open_rating_data
 from recsys_stream.ratings.models import RATING_MODELS, RatingModel, build_rating_model
 from recsys_stream.ratings.stream import RatingStream
-from recsys_stream.sequences.models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
 
 PREDICTION_SAMPLE = 20_000  # val ratings in predictions.csv
 PREDICT_ROWS = 1 << 18  # ratings predicted at a time
 
 
+@TASKS.register
 class RatingTask(Task):
     """User-item ratings, scored by RMSE and MAE; see the module doc."""
 
     kind = "ratings"
+    headline = ("rmse", "mae", "global_mean_rmse", "sigma", "best_epoch")
     metrics = ("rmse", "mae")
     monitor, higher_is_better = "rmse", False
 
@@ -109,6 +110,21 @@ class RatingTask(Task):
             "fold": self.config.fold,
         }
 
+    @classmethod
+    def load(cls, run: Path, saved: dict, config: TrainConfig) -> RatingModel:
+        require_ratings_of(run, saved)
+        shape = (saved["users"], saved["items"], saved["low"], saved["high"])
+        return loaded(build_rating_model(config.model, *shape, config, load=True), run, saved)
+
+    @classmethod
+    def links(cls, data: Path, config: TrainConfig) -> list[tuple[str, Path, str]]:
+        fold = config.fold  # the plain split's train file, or fold K's (numbered from 1)
+        train = split_names(max(fold, 2))[fold - 1][0] if fold else split_names(0)[0][0]
+        return [
+            ("ratings", data / ITEMS, "ratings_id"),
+            ("split", _split_file(data, train), "split_id"),
+        ]
+
 
 def predict(
     model: RatingModel, user: np.ndarray, item: np.ndarray, low: float, high: float
@@ -132,44 +148,32 @@ def errors(predicted: np.ndarray, rating: np.ndarray) -> dict[str, float | None]
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
 
-def is_ratings_run(run: str | os.PathLike) -> bool:
-    """Whether ``run`` holds a model trained on ratings (else on product pairs)."""
-    path = Path(run) / runs.MODEL
-    return path.is_file() and "ratings_id" in runs.load_torch(path)
-
-
-def load_rating_model(
-    run: str | os.PathLike,
-) -> tuple[RatingModel | SequenceModel, TrainConfig, dict]:
-    """The trained model of a ratings run (a rating or a sequence model), its config and
-    the saved metadata.
-
-    Refuses a model whose ratings_id differs from the dataset's items.parquet:
-    ids would point at other users and items.
-    """
-    run = Path(run)
-    path = run / runs.MODEL
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found (it is made by `python -m recsys_stream train`)")
-    saved = runs.load_torch(path)
-    if "ratings_id" not in saved:
-        raise PipelineError(f"{path}: a model of product pairs, not of ratings")
+def require_ratings_of(run: Path, saved: dict) -> None:
+    """Refuse a model of ratings whose ratings_id differs from the dataset's
+    items.parquet: ids would point at other users and items."""
     items = runs.dataset_of(run) / ITEMS
     if (
         not items.is_file()
         or stamps(pq.ParquetFile(items)).get("ratings_id") != saved["ratings_id"]
     ):
-        raise PipelineError(f"{path}: trained on other ratings than {items}; retrain")
-    config = TrainConfig.from_dict(saved["config"])
-    if config.model in SEQUENCE_MODELS:
-        shape = (saved["items"], saved["low"], saved["high"], saved["mean"])
-        model = build_sequence_model(config.model, *shape, config, load=True)
-    else:
-        shape = (saved["users"], saved["items"], saved["low"], saved["high"])
-        model = build_rating_model(config.model, *shape, config, load=True)
+        raise PipelineError(f"{run / runs.MODEL}: trained on other ratings than {items}; retrain")
+
+
+def loaded(model: torch.nn.Module, run: Path, saved: dict) -> torch.nn.Module:
+    """``model`` with model.pt's weights (``saved``), in eval mode."""
     try:
         model.load_state_dict(saved["state_dict"], assign=True)
     except RuntimeError:
-        raise PipelineError(f"{path}: made by another version of recsys-stream; retrain") from None
-    model.eval()
-    return model, config, saved
+        raise PipelineError(
+            f"{run / runs.MODEL}: made by another version of recsys-stream; retrain"
+        ) from None
+    return model.eval()
+
+
+def _split_file(data: Path, train: str) -> Path:
+    """``train`` when it exists, else any train file of the current split: a rerun of
+    ``split-ratings`` in another layout (plain or another number of folds) deletes the
+    files it does not make, so the split a fold run trained on may be gone."""
+    if (data / train).is_file():
+        return data / train
+    return next(iter(sorted(data.glob("ratings-train*.parquet"))), data / train)

@@ -26,21 +26,30 @@ a large catalogue costs users x items x state.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import ITEMS
+from pipeline.contracts import ITEMS, NEXT_TRAIN, SEQUENCES_TRAIN
 from pipeline.errors import PipelineError
 from pipeline.sequences import ranges
+from pipeline.split_ratings import split_names
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
 from recsys_stream.core.steps import TermsStep, check_finite
-from recsys_stream.core.tasks import Task, available_memory, check_memory, check_model
-from recsys_stream.ratings.task import PREDICTION_SAMPLE, errors
+from recsys_stream.core.tasks import TASKS, Task, available_memory, check_memory, check_model
+from recsys_stream.ratings.task import (
+    PREDICTION_SAMPLE,
+    RatingTask,
+    errors,
+    loaded,
+    require_ratings_of,
+)
 from recsys_stream.sequences import baselines, ranking
 from recsys_stream.sequences.inputs import eval_rows, open_sequence_data
 from recsys_stream.sequences.models import SEQUENCE_MODELS, SequenceModel, build_sequence_model
@@ -110,11 +119,31 @@ class SequenceTask(Task):
             "sequences_id": data.sequences_id,
         }
 
+    @classmethod
+    def load(cls, run: Path, saved: dict, config: TrainConfig) -> SequenceModel:
+        require_ratings_of(run, saved)
+        shape = (saved["items"], saved["low"], saved["high"], saved["mean"])
+        return loaded(build_sequence_model(config.model, *shape, config, load=True), run, saved)
 
+    @classmethod
+    def links(cls, data: Path, config: TrainConfig) -> list[tuple[str, Path, str]]:
+        return [
+            ("ratings", data / ITEMS, "ratings_id"),
+            ("split", data / split_names(0)[0][0], "split_id"),
+            (
+                "sequences",
+                data / (NEXT_TRAIN if cls.next_item else SEQUENCES_TRAIN),
+                "sequences_id",
+            ),
+        ]
+
+
+@TASKS.register
 class SequenceRatingTask(SequenceTask):
     """Each next rating, scored by RMSE and MAE; see the module doc."""
 
     kind = "sequences"
+    headline = RatingTask.headline
     next_item = False
     metrics = ("rmse", "mae")
     monitor, higher_is_better = "rmse", False
@@ -158,10 +187,18 @@ class SequenceRatingTask(SequenceTask):
         }
 
 
+@TASKS.register
 class NextItemTask(SequenceTask):
     """Each next item, scored leave-one-out by HR@10 and NDCG@10; see the module doc."""
 
     kind = "next-item"
+    headline = (
+        "test_hr10",
+        "test_ndcg10",
+        "popularity_test_hr10",
+        "cooccurrence_test_hr10",
+        "best_epoch",
+    )
     next_item = True
     metrics = ("hr10", "ndcg10")
     monitor, higher_is_better = "ndcg10", True

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow.parquet as pq
 
-from recsys_stream.core.runs import load_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs import evaluate
 from recsys_stream.pairs.inputs import open_training_data
 
@@ -85,7 +85,7 @@ def aucs(vals: dict[str, evaluate.Validation], score) -> dict[str, float]:
 def ours(data: Path, vals: dict, variant: str, seed: int) -> dict:
     started = time.perf_counter()
     summary = train_run(data, variant, f"compare-{variant}-{seed}", seed=seed)
-    model, _, _ = load_model(data / "runs" / summary["run"])
+    model, _, _ = load_run(data / "runs" / summary["run"])
     return {
         "method": variant,
         "config": "defaults",

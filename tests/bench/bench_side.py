@@ -22,7 +22,7 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from recsys_stream.core.runs import load_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs import evaluate
 
 SIDES = ("", "category", "brand,category,price")
@@ -48,7 +48,7 @@ def main() -> None:
             name = f"side-{side or 'none'}-{seed}"
             started = time.perf_counter()
             summary = train_run(data, "mf_bias-continuous", name, side_info=side, seed=seed)
-            model = load_model(data / "runs" / name)[0]
+            model = load_run(data / "runs" / name)[0]
             line = {"products": args.products, "side_info": side or "none", "seed": seed}
             for protocol, val in vals.items():
                 for rows, auc in scored(model, val).items():

@@ -20,7 +20,7 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from recsys_stream.core.runs import load_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs import evaluate
 
 GRID = [
@@ -52,7 +52,7 @@ def main() -> None:
         for change in GRID:
             name = "tune-" + "-".join(f"{k}{v}" for k, v in change.items()) + f"-{seed}"
             summary = train_run(data, "mf_bias-continuous", name, **{**change, "seed": seed})
-            model, _, _ = load_model(data / "runs" / summary["run"])
+            model, _, _ = load_run(data / "runs" / summary["run"])
             line = {
                 "bench": "tune",
                 "products": args.products,

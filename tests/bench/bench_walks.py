@@ -35,7 +35,7 @@ from common import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from recsys_stream.core.runs import load_model
+from recsys_stream.core.trained import load_run
 from recsys_stream.pairs.evaluate import Validation
 
 WALKS_PER_NODE, LENGTH, WINDOW, DIM = 10, 20, 5, 32
@@ -138,7 +138,7 @@ def project_skipgram(data: Path, vals: dict, tokens: int, seed: int) -> list[dic
         options = dict(epochs=1, window=WINDOW, negative_power=0.75, smoothing=0.0, dim=DIM)
         name = f"bench-skipgram-{number}-{seed}"
         summary = train_run(data, "skipgram-binary", name, **options, **extra, seed=seed)
-        model, _, _ = load_model(data / "runs" / name)
+        model, _, _ = load_run(data / "runs" / name)
         vectors = model.input.weight.detach().numpy()
         lines += [
             {
