@@ -17,15 +17,12 @@ from pathlib import Path
 from pipeline import cli
 from pipeline.errors import PipelineError
 from recsys_stream.core.config import KIND_DEFAULTS, MODEL_DEFAULTS, TrainConfig
-from recsys_stream.pairs.models import MODELS
-from recsys_stream.ratings.models import RATING_MODELS
-from recsys_stream.sequences.models import SEQUENCE_MODELS
+from recsys_stream.core.tasks import model_names, task_class
 from recsys_stream.similar import DEFAULT_K
 
 
 def _train(a: argparse.Namespace) -> None:
     from recsys_stream.core import distributed
-    from recsys_stream.core.tasks import task_class
     from recsys_stream.core.train import train
 
     given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name in a}
@@ -122,7 +119,7 @@ def _resume(text: str) -> bool | str:
 def _other_defaults() -> dict[str, tuple[str, dict]]:
     """The defaults that differ from the fields', by kind of task and by model: each
     named as ``--help`` names it, with what selects it."""
-    sequences = f"--model {'|'.join(SEQUENCE_MODELS)}"
+    sequences = f"--model {'|'.join(task_class('sequences').models)}"
     selected = {
         "ratings": "a ratings dataset",
         "sequences": sequences,
@@ -167,7 +164,7 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         choices = f.metadata.get("choices")
         if f.name == "model":
-            choices = list(dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS]))
+            choices = model_names()
         default = f"default: {f.default}"
         for name, (_, values) in others.items():
             if f.name in values:

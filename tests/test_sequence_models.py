@@ -217,9 +217,11 @@ def test_baselines_against_brute_force(tmp_path):
 
 def test_one_line_errors_and_recommend(planted, tmp_path):
     with pytest.raises(PipelineError, match="--task next-item trains lstm or gru, not mf_bias"):
-        TrainConfig(task="next-item")
+        train(planted, TrainConfig(task="next-item"), quiet=True)
     with pytest.raises(PipelineError, match="--hidden must be one size for lstm"):
-        TrainConfig(model="lstm", hidden="32,16")
+        train(planted, TrainConfig(model="lstm", hidden="32,16"), quiet=True)
+    with pytest.raises(PipelineError, match=r"^--model must be one of mf, mf_bias, mf_two_tables"):
+        train(planted, TrainConfig(model="nope"), quiet=True)
     with pytest.raises(PipelineError, match="lstm has no fused step"):
         train(planted, config("sequences", "lstm", step="fused"), quiet=True)
     with pytest.MonkeyPatch.context() as patch:

@@ -17,9 +17,6 @@ from pipeline import cli
 from pipeline.cli import MAX_SEED
 from pipeline.errors import PipelineError
 from pipeline.side_info import parse_features
-from recsys_stream.pairs.models import MODELS
-from recsys_stream.ratings.models import RATING_MODELS, hidden_sizes
-from recsys_stream.sequences.models import SEQUENCE_MODELS, TASKS
 
 # The kinds of task (tasks.task_kind): a dataset's files decide, and on ratings
 # a sequence model makes it "sequences", or "next-item" with --task next-item.
@@ -28,6 +25,7 @@ RATED = ("ratings", "sequences", "next-item")
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts", "cosine-cyclic")
 STEPS = ("auto", "fused", "autograd")
+SEQUENCE_TASKS = ("rating", "next-item")  # what a sequence model predicts (--task)
 SCORERS = ("dot", "cosine")
 
 
@@ -59,7 +57,7 @@ class TrainConfig:
         "lstm and gru: predict each next rating, or the next item (leave-one-out, ranked "
         "against every item)",
         kinds=("sequences", "next-item"),
-        choices=TASKS,
+        choices=SEQUENCE_TASKS,
     )
     labels: str = option(
         "continuous",
@@ -195,13 +193,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        names = dict.fromkeys([*MODELS, *RATING_MODELS, *SEQUENCE_MODELS])
-        if self.model not in names:
-            raise PipelineError(f"--model must be one of {', '.join(names)}, got {self.model!r}")
-        if self.task != "rating" and self.model not in SEQUENCE_MODELS:
-            raise PipelineError(
-                f"--task {self.task} trains {' or '.join(SEQUENCE_MODELS)}, not {self.model}"
-            )
+        """Each field's own checks; those that need the models (a known --model, --task
+        and --hidden for a sequence model) are ``core.tasks.check_model_options``'."""
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         parse_features(self.side_info)
@@ -211,8 +204,6 @@ class TrainConfig:
             sizes = [0]
         if any(size < 1 for size in sizes):
             raise PipelineError(f"--hidden must be sizes like 100,50, got {self.hidden!r}")
-        if self.model in SEQUENCE_MODELS and len(sizes) != 1:
-            raise PipelineError(f"--hidden must be one size for {self.model}, got {self.hidden!r}")
 
     @classmethod
     def defaults(cls, kind: str, **values) -> TrainConfig:
@@ -319,6 +310,11 @@ KIND_DEFAULTS = {
 MODEL_DEFAULTS = {
     "skipgram": SKIPGRAM_DEFAULTS,
 }
+
+
+def hidden_sizes(text: str) -> list[int]:
+    """``--hidden``'s comma-separated layer sizes ("" for none)."""
+    return [int(size) for size in text.split(",") if size.strip()]
 
 
 def defaults_of(kind: str, model: str) -> dict:

@@ -25,7 +25,7 @@ from torch.utils.data import IterableDataset
 
 from pipeline.contracts import TRAIN
 from pipeline.errors import PipelineError
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import KINDS, TrainConfig, hidden_sizes
 from recsys_stream.core.registry import Registry
 from recsys_stream.core.steps import Step
 
@@ -37,6 +37,7 @@ class Task:
     """A dataset opened for training, with its model, step and stream built."""
 
     kind: str  # the key in TASKS, recorded in the run's model.pt and summary.json
+    models: Registry  # the models it trains
     headline: tuple[str, ...]  # the summary's entries the command line prints
     config: TrainConfig
     directory: Path  # the dataset's
@@ -85,6 +86,28 @@ def task_class(kind: str) -> type[Task]:
     return TASKS[kind]
 
 
+def model_names() -> list[str]:
+    """Every model any kind trains, in the kinds' order (mf and mf_bias train on pairs
+    and on ratings: named once)."""
+    return list(dict.fromkeys(name for kind in KINDS for name in task_class(kind).models))
+
+
+def check_model_options(config: TrainConfig) -> None:
+    """Refuse, in one line, what the config's own checks cannot know without the models:
+    a --model no kind trains, --task next-item for a model that is not a sequence
+    model, several --hidden layers for a sequence model (one recurrent layer)."""
+    names = model_names()
+    if config.model not in names:
+        raise PipelineError(f"--model must be one of {', '.join(names)}, got {config.model!r}")
+    sequence = task_class("sequences").models
+    if config.task != "rating" and config.model not in sequence:
+        raise PipelineError(
+            f"--task {config.task} trains {' or '.join(sequence)}, not {config.model}"
+        )
+    if config.model in sequence and len(hidden_sizes(config.hidden)) != 1:
+        raise PipelineError(f"--hidden must be one size for {config.model}, got {config.hidden!r}")
+
+
 def open_task(kind: str, data_dir: str | os.PathLike, config: TrainConfig) -> Task:
     """The task of a ``kind`` of dataset, opened with its model, step and stream."""
     return task_class(kind)(data_dir, config)
@@ -107,10 +130,8 @@ def task_kind(data_dir: str | os.PathLike, model: str | None, task: str | None) 
     """The kind of task a model trains on a dataset (one of ``config.KINDS``, whose
     defaults it takes): its files decide, and on ratings a sequence model
     (``--model lstm``) makes it "sequences", or "next-item"."""
-    from recsys_stream.sequences.models import SEQUENCE_MODELS
-
     kind = dataset_kind(data_dir)
-    if model not in SEQUENCE_MODELS:
+    if model not in task_class("sequences").models:
         return kind
     if kind != "ratings":
         raise PipelineError(
@@ -119,7 +140,7 @@ def task_kind(data_dir: str | os.PathLike, model: str | None, task: str | None) 
     return "next-item" if task == "next-item" else "sequences"
 
 
-def check_model(kind: str, config: TrainConfig, registry: dict) -> None:
+def check_model(kind: str, config: TrainConfig, registry: Registry) -> None:
     """Refuse, in one line, a model that does not train on this kind of dataset."""
     if config.model not in registry:
         raise PipelineError(

@@ -34,7 +34,7 @@ from recsys_stream.core.distributed import DistributedStep, Ranks
 from recsys_stream.core.runs import Run, TrainState
 from recsys_stream.core.schedule import learning_rate
 from recsys_stream.core.steps import Diverged, DivergenceWatch
-from recsys_stream.core.tasks import Task, open_task, task_kind
+from recsys_stream.core.tasks import Task, check_model_options, open_task, task_kind
 from recsys_stream.core.threads import ThreadTuner
 
 RESUME = (False, True, "auto")
@@ -74,9 +74,10 @@ def train(
         raise PipelineError(f"--threads must be 0 (choose) or more, got {threads!r}")
     if config is None:
         options = options or {}
-        TrainConfig(**options)  # the options' own checks, before the dataset's
+        check_model_options(TrainConfig(**options))  # the options' checks, then the dataset's
         kind = task_kind(data_dir, options.get("model"), options.get("task"))
         config = TrainConfig.defaults(kind, **options)
+    check_model_options(config)
     kind = task_kind(data_dir, config.model, config.task)
     started = time.perf_counter()
     heap.keep_freed_memory()

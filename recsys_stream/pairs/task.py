@@ -36,12 +36,13 @@ class PairTask(Task):
     """Product pairs with sampled negatives, scored by AUC; see the module doc."""
 
     kind = "pairs"
+    models = MODELS
     headline = ("auc_all", "auc_seen", "pr_auc", "popularity_auc")
     metrics = ("auc_all", "auc_seen")
     monitor, higher_is_better = "auc_all", True
 
     def __init__(self, data_dir, config: TrainConfig):
-        check_model(self.kind, config, MODELS)
+        check_model(self.kind, config, self.models)
         self.config = config
         self.data = data = open_training_data(data_dir)
         self.directory = data.directory

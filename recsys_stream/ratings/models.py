@@ -36,6 +36,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from recsys_stream.core.config import hidden_sizes
 from recsys_stream.core.registry import Registry
 from recsys_stream.pairs.models import embedding
 from recsys_stream.ratings.fused import RatingLayout
@@ -216,11 +217,6 @@ class EmbeddingNet(RatingModel):
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         joined = torch.cat([self.user(user), self.item(item)], dim=-1)
         return self.scaled(self.network(joined)[:, 0])
-
-
-def hidden_sizes(text: str) -> list[int]:
-    """``--hidden``'s comma-separated layer sizes ("" for none)."""
-    return [int(size) for size in text.split(",") if size.strip()]
 
 
 def build_rating_model(

@@ -40,12 +40,13 @@ class RatingTask(Task):
     """User-item ratings, scored by RMSE and MAE; see the module doc."""
 
     kind = "ratings"
+    models = RATING_MODELS
     headline = ("rmse", "mae", "global_mean_rmse", "sigma", "best_epoch")
     metrics = ("rmse", "mae")
     monitor, higher_is_better = "rmse", False
 
     def __init__(self, data_dir, config: TrainConfig):
-        check_model(self.kind, config, RATING_MODELS)
+        check_model(self.kind, config, self.models)
         self.config = config
         self.data = data = open_rating_data(data_dir, config.fold)
         self.directory = data.directory

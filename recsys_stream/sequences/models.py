@@ -32,14 +32,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from recsys_stream.core.config import hidden_sizes
 from recsys_stream.core.registry import Registry
 from recsys_stream.pairs.models import embedding
-from recsys_stream.ratings.models import Y_RANGE_MARGIN, hidden_sizes
+from recsys_stream.ratings.models import Y_RANGE_MARGIN
 from recsys_stream.sequences.stream import SequenceBatch
 
 SEQUENCE_MODELS: Registry[type[SequenceModel]] = Registry("sequence model")
 register = SEQUENCE_MODELS.register
-TASKS = ("rating", "next-item")
 
 
 class SequenceModel(nn.Module):

@@ -62,13 +62,14 @@ SCORE_CELLS = 1 << 23  # users x items scored at a time when ranking
 class SequenceTask(Task):
     """What both tasks share: the inputs, model, stream and step."""
 
+    models = SEQUENCE_MODELS
     next_item: bool
     # The recurrent layers' and the softmax's matrix products sum in an order that
     # depends on the thread count (last bits differ between one and two threads).
     thread_invariant = False
 
     def __init__(self, data_dir, config: TrainConfig):
-        check_model(self.kind, config, SEQUENCE_MODELS)
+        check_model(self.kind, config, self.models)
         if config.step == "fused":
             raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
         self.config = config
