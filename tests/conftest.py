@@ -54,3 +54,10 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """Run a model contract's tests (tests/model_contract.py) for every model of its kind."""
+    variants = getattr(metafunc.cls, "variants", None)
+    if variants is not None and "model" in metafunc.fixturenames:
+        metafunc.parametrize("model", variants())

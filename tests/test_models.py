@@ -5,16 +5,17 @@ Each runs plain, and MF with bias and skip-gram also with side information
 A new model is checked here without a line of test code: its fused gradients
 (when it has a layout) against autograd's, each step's update against
 torch's own optimizers, that both steps give the same update, that a short
-run learns a planted answer, that save and load and resume are bit-exact,
-and that ``similar`` never answers a product with itself.
+run learns a planted answer, and that ``similar`` never answers a product
+with itself; and the contract every kind's models share
+(``tests/model_contract.py``): save and load and resume bit-exact, the same
+seed the same weights, the fused step training as autograd does.
 """
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
+from model_contract import ModelContract
 from planted import write_planted
 
 from pipeline.walks import walks
@@ -23,7 +24,6 @@ from recsys_stream.core.fused import DistinctRows, gradients, layout_parameters
 from recsys_stream.core.losses import LOSSES, objective, objective_terms
 from recsys_stream.core.steps import AutogradStep, FusedStep
 from recsys_stream.core.train import train
-from recsys_stream.core.trained import load_run
 from recsys_stream.pairs.models import MODELS, SideTables, build_model
 from recsys_stream.pairs.stream import Batch, PairStream
 from recsys_stream.pairs.walk_stream import WalkStream
@@ -218,47 +218,22 @@ def test_a_short_run_learns_the_planted_clusters(kind, planted, step):
     assert summary["auc_all"] > summary["popularity_auc"] + 0.1
 
 
-def test_save_and_load_round_trip_bit_for_bit(kind, planted):
-    config = TrainConfig(**settings(kind), **{**FAST, "epochs": 1})
-    train(planted, config, name=f"saved-{kind}", quiet=True)
-    model, loaded_config, saved = load_run(planted / "runs" / f"saved-{kind}")
-    assert loaded_config == config and type(model).name == config.model
-    for name, value in saved["state_dict"].items():
-        assert torch.equal(model.state_dict()[name], value)
-    assert not any(p.requires_grad and p.grad is not None for p in model.parameters())
+class TestPairModelContract(ModelContract):
+    """Every pair model, and MF with bias and skip-gram with side information."""
 
-
-def test_resume_after_interruption_is_bit_identical(kind, planted, monkeypatch):
-    config = TrainConfig(**settings(kind), **{**FAST, "epochs": 3})
-    whole = train(planted, config, name=f"whole-{kind}", quiet=True)
+    kind = "pairs"
     streams = (PairStream, WalkStream)
-    real = {cls: cls.__iter__ for cls in streams}
 
-    def interrupted(self):
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return real[type(self)](self)
+    @classmethod
+    def variants(cls) -> list[str]:
+        return VARIANTS
 
-    for cls in streams:
-        monkeypatch.setattr(cls, "__iter__", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(planted, config, name=f"resumed-{kind}", quiet=True)
-    for cls in streams:
-        monkeypatch.setattr(cls, "__iter__", real[cls])
-    resumed = train(planted, config, name=f"resumed-{kind}", resume=True, quiet=True)
-    assert resumed["parts"] == 2 and whole["parts"] == 1
-    a = load_run(planted / "runs" / f"whole-{kind}")[0].state_dict()
-    b = load_run(planted / "runs" / f"resumed-{kind}")[0].state_dict()
-    assert all(torch.equal(a[name], b[name]) for name in a)
-    assert curve(planted / "runs" / f"whole-{kind}") == curve(planted / "runs" / f"resumed-{kind}")
-    assert resumed["auc_all"] == whole["auc_all"] and resumed["steps"] == whole["steps"]
+    @pytest.fixture
+    def dataset(self, planted):
+        return planted
 
-
-def curve(run) -> list[dict]:
-    """metrics.csv without its timings (samples/s, threads): the same for equal runs."""
-    with open(run / "metrics.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    return [{k: v for k, v in row.items() if k not in ("samples_per_s", "threads")} for row in rows]
+    def settings(self, model: str, **values) -> TrainConfig:
+        return TrainConfig(**settings(model), **{**FAST, **values})
 
 
 def test_similar_never_answers_the_query(kind, planted):

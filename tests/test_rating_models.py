@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from resume import assert_resume_is_bit_identical
+from model_contract import ModelContract
 
 from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
@@ -119,26 +119,16 @@ def test_fused_gradients_equal_autograds(model):
         assert not expected[untouched].any()
 
 
-@pytest.mark.parametrize("model", ["mf", "mf_bias"])
-def test_fused_and_autograd_steps_train_alike(planted, model):
-    fused = train(planted, config(model, epochs=2), name="fused", quiet=True)
-    autograd = train(planted, config(model, epochs=2, step="autograd"), name="ag", quiet=True)
-    assert fused["rmse"] == pytest.approx(autograd["rmse"], abs=1e-4)
+class TestRatingModelContract(ModelContract):
+    kind = "ratings"
+    streams = (RatingStream,)
 
+    @pytest.fixture
+    def dataset(self, planted):
+        return planted
 
-@pytest.mark.parametrize("model", MODELS)
-def test_resume_after_interruption_is_bit_identical(planted, model, monkeypatch):
-    settings = config(model, epochs=3)
-    straight, resumed = assert_resume_is_bit_identical(planted, settings, RatingStream, monkeypatch)
-    assert resumed["rmse"] == straight["rmse"]
-
-
-def test_same_seed_same_model_and_another_seed_another(planted):
-    runs = [
-        train(planted, config("mf_bias", epochs=1, seed=s), name=f"s{i}", quiet=True)
-        for i, s in enumerate((7, 7, 8))
-    ]
-    assert runs[0]["rmse"] == runs[1]["rmse"] != runs[2]["rmse"]
+    def settings(self, model: str, **values) -> TrainConfig:
+        return config(model, **values)
 
 
 def test_early_stopping_keeps_the_best_epochs_weights(planted):

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import write_lines
-from resume import assert_resume_is_bit_identical
+from model_contract import ModelContract
 
 from pipeline.errors import PipelineError
 from pipeline.ratings import ratings
@@ -126,12 +126,23 @@ def test_the_next_item_network_beats_popularity_and_cooccurrence(planted, model,
     assert 0 <= summary["test_ndcg10"] <= summary["test_hr10"] <= 1
 
 
-def test_resume_after_interruption_is_bit_identical(planted, monkeypatch):
-    settings = config("next-item", "lstm", epochs=3, dropout=0.3, negatives=20)
-    straight, resumed = assert_resume_is_bit_identical(
-        planted, settings, SequenceStream, monkeypatch
-    )
-    assert resumed["test_ndcg10"] == straight["test_ndcg10"]
+class TestSequenceRatingContract(ModelContract):
+    kind = "sequences"
+    streams = (SequenceStream,)
+
+    @pytest.fixture
+    def dataset(self, planted):
+        return planted
+
+    def settings(self, model: str, **values) -> TrainConfig:
+        return config(self.kind, model, **values)
+
+
+class TestNextItemContract(TestSequenceRatingContract):
+    kind = "next-item"
+
+    def settings(self, model: str, **values) -> TrainConfig:
+        return config(self.kind, model, **{"dropout": 0.3, "negatives": 20, **values})
 
 
 def test_stream_scores_every_train_position_once_an_epoch(planted):
