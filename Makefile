@@ -87,7 +87,7 @@ RATING_FLAGS = $(call flag,--scale,$(SCALE))
 RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 SEQUENCE_FLAGS = $(call flag,--max-length,$(MAX_LENGTH)) $(call flag,--seed,$(SEED))
 
-.PHONY: help install deps test lint format bench constraints clean distclean \
+.PHONY: help install deps test test-fast lint format bench constraints clean distclean \
 	demo electronics books movielens ratings sequences FORCE
 .DELETE_ON_ERROR:
 
@@ -101,7 +101,8 @@ help:
 	@echo "                  [SCALE=MIN:MAX]: the ratings' scale where the format has none"
 	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
 	@echo "                  on each user's ratings in time order (default: synthetic ones)"
-	@echo "make test         lint and the test suite"
+	@echo "make test         lint and the test suite (what CI runs)"
+	@echo "make test-fast    lint and the tests that start no make, pip, torchrun or Spark"
 	@echo "make bench        benchmarks; rewrites the tables in docs/performance.md"
 	@echo "make install      the environment in $(VENV): CPU torch 2.13.0, the package, dev tools, Spark"
 	@echo "make constraints  pin $(CONSTRAINTS) to what $(VENV) holds now"
@@ -158,7 +159,10 @@ format: $(INSTALLED)
 	$(PYTHON) -m ruff check --fix .
 
 test: lint
-	$(PYTHON) -m pytest -n 2 --dist loadgroup tests
+	$(PYTHON) -m pytest -n 2 --dist loadgroup --durations=20 tests
+
+test-fast: lint
+	$(PYTHON) -m pytest -n 2 --dist loadgroup -m "not slow" tests
 
 bench: $(BENCH_INSTALLED)
 	$(PYTHON) tests/bench/run_all.py

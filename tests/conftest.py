@@ -61,3 +61,13 @@ def pytest_generate_tests(metafunc):
     variants = getattr(metafunc.cls, "variants", None)
     if variants is not None and "model" in metafunc.fixturenames:
         metafunc.parametrize("model", variants())
+
+
+SLOW_FIXTURES = {"spark"}  # a test that takes one starts Spark
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that start Spark slow, beside the modules marked so."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -25,6 +25,8 @@ from recsys_stream.core import distributed, runs
 from recsys_stream.core.spark_launcher import train_on_spark
 from recsys_stream.core.train import train
 
+pytestmark = pytest.mark.slow  # starts torchrun
+
 WORKER = Path(__file__).parent / "distributed_worker.py"
 TRAIN = {"epochs": 2, "lr": 0.05, "batch_size": 256, "eval_every": 20, "eval_sample": 2000}
 

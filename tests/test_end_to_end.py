@@ -17,6 +17,8 @@ from pipeline.synth_ratings import generate_ratings
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
 
+pytestmark = pytest.mark.slow  # runs make
+
 VARIANTS = [
     "mf-binary",
     "mf-continuous",

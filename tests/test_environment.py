@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from repo import fresh_copy
 
+pytestmark = pytest.mark.slow  # runs make and pip
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 

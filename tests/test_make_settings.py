@@ -24,6 +24,8 @@ from pipeline.errors import PipelineError
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
 
+pytestmark = pytest.mark.slow  # runs make
+
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 
 PRODUCTS = ("demo", "electronics", "books")  # the Makefile's DATASET

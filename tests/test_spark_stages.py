@@ -26,6 +26,8 @@ from pipeline.spark import merge_parts, part_batches
 from pipeline.split import shuffle_keys, split
 from pipeline.synth import generate
 
+pytestmark = pytest.mark.slow  # starts Spark
+
 # Stats that measure the run rather than describe the data.
 RUN_FACTS = {
     "seconds",
