@@ -46,6 +46,7 @@ OPTIONS = {  # the settings each model learns the planted set with
 # Of the global mean's RMSE, each model's must be below: the planted ratings are
 # mean + biases + <p, q> + noise, rounded (a floor near 0.6 of it); a dot product
 # alone must also learn the offset, and an MLP learns a product slowly.
+# A model not named here (a new one) is held to 0.9, its settings the shared FAST.
 BELOW = {"mf": 0.9, "mf_bias": 0.75, "pmf": 0.75, "embedding_net": 0.9}
 
 
@@ -61,13 +62,13 @@ def planted(tmp_path_factory):
 
 
 def config(model: str, **values) -> TrainConfig:
-    return TrainConfig.defaults("ratings", model=model, **{**FAST, **OPTIONS[model], **values})
+    return TrainConfig.defaults("ratings", model=model, **{**FAST, **OPTIONS.get(model, {}), **values})
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_each_model_learns_the_planted_ratings(planted, model):
     summary = train(planted, config(model), name=model, quiet=True)
-    assert summary["rmse"] < BELOW[model] * summary["global_mean_rmse"], summary
+    assert summary["rmse"] < BELOW.get(model, 0.9) * summary["global_mean_rmse"], summary
     assert summary["mae"] < summary["global_mean_mae"]
     assert summary["val_rows"] == summary["val_seen_rows"] + summary["val_cold_rows"]
     loaded, saved_config, _ = load_run(planted / "runs" / model)

@@ -1,4 +1,4 @@
-"""A run directory: its files, the training state checkpointed in it, loading a model back.
+"""A run directory: its files, and the training state checkpointed in it.
 
 ``runs/NAME/`` holds model.pt, checkpoint.pt, metrics.csv, summary.json,
 embeddings.parquet and the task's own final files (pr.csv and roc.csv for

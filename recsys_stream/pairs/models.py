@@ -1,4 +1,4 @@
-"""The models: plain torch modules behind one protocol, found by name in a registry.
+"""Pair models: plain torch modules behind one protocol, found by name in a registry.
 
 A model is a ``torch.nn.Module`` subclass of :class:`PairModel` (today's
 models score product pairs; the protocol names its inputs so rating and
