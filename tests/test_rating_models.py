@@ -62,7 +62,9 @@ def planted(tmp_path_factory):
 
 
 def config(model: str, **values) -> TrainConfig:
-    return TrainConfig.defaults("ratings", model=model, **{**FAST, **OPTIONS.get(model, {}), **values})
+    return TrainConfig.defaults(
+        "ratings", model=model, **{**FAST, **OPTIONS.get(model, {}), **values}
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
