@@ -95,7 +95,7 @@ class ModelContract:
         autograd = self.trained(dataset, f"autograd-{model}", config)
         fused_config = dataclasses.replace(config, step="fused")
         trained = load_run(dataset / "runs" / f"autograd-{model}").model
-        if getattr(trained, "layout", lambda: None)() is None:
+        if trained.layout() is None:
             with pytest.raises(PipelineError, match=r"has no fused step; use --step autograd$"):
                 self.trained(dataset, f"fused-{model}", fused_config)
             return

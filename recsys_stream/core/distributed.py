@@ -143,18 +143,12 @@ def _cores() -> int:
 
 
 def _has_layout(kind: str, config) -> bool:
-    """Whether the model has the fused step's layout: asked of a two-row instance."""
-    from recsys_stream.pairs.models import MODELS, build_model
-    from recsys_stream.ratings.models import RATING_MODELS, build_rating_model
+    """Whether the kind's model of that name has the fused step's layout (a model the
+    task will refuse itself has none)."""
+    from recsys_stream.core.tasks import task_class
 
-    if kind == "pairs" and config.model in MODELS:
-        return (
-            build_model(config.model, 2, config.dim, config.init_std, config.seed).layout()
-            is not None
-        )
-    if kind == "ratings" and config.model in RATING_MODELS:
-        return build_rating_model(config.model, 2, 2, 1.0, 5.0, config).layout() is not None
-    return False  # sequence models, and a model the task will refuse itself
+    model = task_class(kind).models.get(config.model)
+    return model is not None and model.has_layout()
 
 
 def check_batch(batch_size: int, processes: int) -> None:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from recsys_stream.core import tables
+from recsys_stream.core.model import Model
 from recsys_stream.core.registry import Registry
 
 MODELS: Registry[type[PairModel]] = Registry("pair model")
@@ -103,11 +104,9 @@ def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | No
     return table
 
 
-class PairModel(nn.Module):
+class PairModel(Model):
     """The protocol of a model over product pairs; see the module doc."""
 
-    name: ClassVar[str]
-    help: ClassVar[str]
     inputs: ClassVar[str] = "pairs"  # a batch is anchor ids with their others' ids
     vector_tables: ClassVar[tuple[str, ...]] = ()
 
@@ -156,15 +155,6 @@ class PairModel(nn.Module):
         tables = {name: getattr(self, name) for name in self.vector_tables}
         own = {name: t.own if isinstance(t, SideEmbedding) else t for name, t in tables.items()}
         return {name: table.weight for name, table in own.items()}
-
-    def dense(self) -> dict[str, nn.Parameter]:
-        """The parameters outside the sparse tables, by name."""
-        in_tables = {id(t.weight) for t in self.tables().values()}
-        return {n: p for n, p in self.named_parameters() if id(p) not in in_tables}
-
-    def layout(self) -> PairLayout | None:
-        """The tables of the fused step's score, or None when the model does not fit it."""
-        return None
 
     def query_vectors(self) -> torch.Tensor:
         """(V, d) vectors of products as queries of ``similar``."""

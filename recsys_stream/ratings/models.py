@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from recsys_stream.core.config import hidden_sizes
+from recsys_stream.core.model import Model
 from recsys_stream.core.registry import Registry
 from recsys_stream.pairs.models import embedding
 from recsys_stream.ratings.fused import RatingLayout
@@ -46,11 +47,9 @@ register = RATING_MODELS.register
 Y_RANGE_MARGIN = 0.5  # fastai widens y_range beyond the ratings so both ends stay reachable
 
 
-class RatingModel(nn.Module):
+class RatingModel(Model):
     """The protocol of a rating model; see the module doc."""
 
-    name: ClassVar[str]
-    help: ClassVar[str]
     sparse_tables: ClassVar[tuple[str, ...]] = ("user", "item")
     bias_column: ClassVar[bool] = False  # rows end with a bias, initialised to 0
 
@@ -101,14 +100,6 @@ class RatingModel(nn.Module):
 
     def tables(self) -> dict[str, nn.Embedding]:
         return {name: getattr(self, name) for name in self.sparse_tables}
-
-    def dense(self) -> dict[str, nn.Parameter]:
-        sparse = {id(table.weight) for table in self.tables().values()}
-        return {n: p for n, p in self.named_parameters() if id(p) not in sparse}
-
-    def layout(self) -> RatingLayout | None:
-        """The closed form the fused step trains, when the prediction has one."""
-        return None
 
     def item_vectors(self) -> torch.Tensor:
         """(items, dim): what ``similar``, the embeddings file and the PCA figure use."""

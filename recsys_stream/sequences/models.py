@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional
 
 from recsys_stream.core.config import hidden_sizes
+from recsys_stream.core.model import Model
 from recsys_stream.core.registry import Registry
 from recsys_stream.pairs.models import embedding
 from recsys_stream.ratings.models import Y_RANGE_MARGIN
@@ -42,11 +43,9 @@ SEQUENCE_MODELS: Registry[type[SequenceModel]] = Registry("sequence model")
 register = SEQUENCE_MODELS.register
 
 
-class SequenceModel(nn.Module):
+class SequenceModel(Model):
     """Item embedding (and the previous rating), a recurrent cell, a head; see the module doc."""
 
-    name: ClassVar[str]
-    help: ClassVar[str]
     cell: ClassVar[type[nn.RNNBase]]
 
     def __init__(self, items: int, low: float, high: float, mean: float, config, load=False):
@@ -141,14 +140,6 @@ class SequenceModel(nn.Module):
         if self.next_item and self.negatives:
             sparse["output"] = self.output
         return sparse
-
-    def dense(self) -> dict[str, nn.Parameter]:
-        sparse = {id(table.weight) for table in self.tables().values()}
-        return {n: p for n, p in self.named_parameters() if id(p) not in sparse}
-
-    def layout(self) -> None:
-        """No closed-form step: sequence models train through autograd."""
-        return None
 
     def item_vectors(self) -> torch.Tensor:
         """(items, dim): the input vectors, for ``similar`` and the embeddings file."""
