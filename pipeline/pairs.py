@@ -37,6 +37,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.cli import relation_weights
 from pipeline.contracts import (
     PAIRS,
     PAIRS_SCHEMA,
@@ -64,12 +66,11 @@ from pipeline.contracts import (
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder
 from pipeline.memory import peak_rss_mb
+from pipeline.options import EngineOptions, argument, option
 from pipeline.progress import progress
-from pipeline.spark import DEFAULT_ENGINE, check_engine, session
+from pipeline.spark import check_engine, session
 
 DEFAULT_WEIGHTS = {"bought_together": 1.2, "also_bought": 1.0, "also_viewed": 0.5}
-DEFAULT_MIN_ALSO_BOUGHT = 2
-DEFAULT_REQUIRE_TITLE = True
 ROW_GROUP_ROWS = 1 << 20  # rows per row group of pairs.parquet and vocab.parquet
 PHASES = ("count", "dictionary", "group", "vocab", "pairs")
 SPARK_PHASES = ("count", "group", "vocab", "pairs")  # Spark groups asins: no dictionary
@@ -80,14 +81,26 @@ _SHIFT = {name: 4**i for i, name in enumerate(RELATIONS)}  # 2-bit count per rel
 _ENGINE = "streaming"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PairsOptions(EngineOptions):
+    """The arguments of ``python -m pipeline pairs``: :func:`build_pairs`'s."""
+
+    data_dir: str = argument("dataset directory holding products.parquet", metavar="dir")
+    weights: Mapping[str, float] = option(
+        help="relation=weight,...", factory=DEFAULT_WEIGHTS.copy, parse=relation_weights
+    )
+    min_also_bought: int = option(2, "skip products with fewer distinct also_bought entries", low=0)
+    require_title: bool = option(True, "skip products without a title")
+
+
 def build_pairs(
     data_dir: str | os.PathLike,
     weights: Mapping[str, float] = DEFAULT_WEIGHTS,
-    min_also_bought: int = DEFAULT_MIN_ALSO_BOUGHT,
-    require_title: bool = DEFAULT_REQUIRE_TITLE,
-    quiet: bool = False,
-    engine: str = DEFAULT_ENGINE,
-    spark_master: str | None = None,
+    min_also_bought: int = PairsOptions.min_also_bought,
+    require_title: bool = PairsOptions.require_title,
+    quiet: bool = PairsOptions.quiet,
+    engine: str = PairsOptions.engine,
+    spark_master: str | None = PairsOptions.spark_master,
 ) -> dict:
     """Turn ``data_dir/products.parquet`` into vocab, pairs and stats; return the stats.
 
@@ -103,7 +116,7 @@ def build_pairs(
     weights = check_weights(weights)
     check_engine(engine)
     if min_also_bought < 0:
-        raise PipelineError(f"min_also_bought must be >= 0, got {min_also_bought}")
+        raise PipelineError(f"--min-also-bought must be >= 0, got {min_also_bought}")
     products = data_dir / PRODUCTS
     products_id = stamps(require(products, PRODUCTS_SCHEMA)).get("products_id", "")
     pairs_id = lineage_id("pairs", products_id, weights, min_also_bought, require_title)

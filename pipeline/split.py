@@ -40,12 +40,14 @@ import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     PAIRS,
     PAIRS_SCHEMA,
@@ -66,13 +68,11 @@ from pipeline.contracts import (
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.memory import peak_rss_mb
+from pipeline.options import EngineOptions, argument, option, seed_option
 from pipeline.progress import progress
-from pipeline.spark import DEFAULT_ENGINE, check_engine, session
+from pipeline.spark import check_engine, session
 
-DEFAULT_VAL_PROP = 0.33
-DEFAULT_SEED = 42
 NEGATIVE_PROTOCOLS = ("products", "occurrences")
-DEFAULT_NEGATIVES = "products"
 ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
 # Negative sampling gives up after MAX_ROUNDS times the shuffles it would need
 # if no candidate were rejected.
@@ -82,14 +82,31 @@ REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
 _WORD = (1 << 64) - 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class SplitOptions(EngineOptions):
+    """The arguments of ``python -m pipeline split``: :func:`split`'s."""
+
+    data_dir: str = argument(
+        "dataset directory holding pairs.parquet and vocab.parquet", metavar="dir"
+    )
+    val_prop: float = option(0.33, "share of the pairs held out for validation", above=0, below=1)
+    negatives: str = option(
+        "products",
+        "val negatives from the distinct val products, each equally likely (the "
+        "reference's), or from their occurrences, matching the positives' popularity",
+        choices=NEGATIVE_PROTOCOLS,
+    )
+    seed: int = seed_option()
+
+
 def split(
     data_dir: str | os.PathLike,
-    val_prop: float = DEFAULT_VAL_PROP,
-    seed: int = DEFAULT_SEED,
-    negatives: str = DEFAULT_NEGATIVES,
-    quiet: bool = False,
-    engine: str = DEFAULT_ENGINE,
-    spark_master: str | None = None,
+    val_prop: float = SplitOptions.val_prop,
+    seed: int = SplitOptions.seed,
+    negatives: str = SplitOptions.negatives,
+    quiet: bool = SplitOptions.quiet,
+    engine: str = SplitOptions.engine,
+    spark_master: str | None = SplitOptions.spark_master,
 ) -> dict:
     """Split ``data_dir``'s pairs into train and val files; return the stats.
 
@@ -105,8 +122,7 @@ def split(
     data_dir = Path(data_dir)
     if not 0 < val_prop < 1:  # also refuses NaN
         raise PipelineError(f"--val-prop must be between 0 and 1 (exclusive), got {val_prop}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     if negatives not in NEGATIVE_PROTOCOLS:
         raise PipelineError(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"

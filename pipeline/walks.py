@@ -30,12 +30,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     TRAIN,
     TRAIN_SCHEMA,
@@ -52,24 +54,37 @@ from pipeline.contracts import (
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.memory import peak_rss_mb
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
 
-DEFAULT_WALKS_PER_NODE = 10
-DEFAULT_LENGTH = 20
-DEFAULT_SEED = 42
 WALK_ROWS = 131_072  # walks generated at once
 WALKS_COMPRESSION = "lz4"
 ROW_GROUP_WALKS = 16_384  # walks a row group: the skip-gram stream's unit of reading
 WALK_THREADS = min(4, len(os.sched_getaffinity(0)))  # batches walked at once
 
 
+@dataclass(frozen=True, kw_only=True)
+class WalksOptions(QuietOptions):
+    """The arguments of ``python -m pipeline walks``: :func:`walks`'s."""
+
+    data_dir: str = argument(
+        "dataset directory holding train.parquet and vocab.parquet", metavar="dir"
+    )
+    walks_per_node: int = option(10, "walks started from each product with a train pair", low=1)
+    length: int = option(20, "products a walk visits, its start included", low=2)
+    weighted: bool = option(
+        False, "step to a neighbour with probability pair weight / row sum (default: uniform)"
+    )
+    seed: int = seed_option()
+
+
 def walks(
     data_dir: str | os.PathLike,
-    walks_per_node: int = DEFAULT_WALKS_PER_NODE,
-    length: int = DEFAULT_LENGTH,
-    weighted: bool = False,
-    seed: int = DEFAULT_SEED,
-    quiet: bool = False,
+    walks_per_node: int = WalksOptions.walks_per_node,
+    length: int = WalksOptions.length,
+    weighted: bool = WalksOptions.weighted,
+    seed: int = WalksOptions.seed,
+    quiet: bool = WalksOptions.quiet,
 ) -> dict:
     """Write ``data_dir/walks.parquet``: ``walks_per_node`` walks of ``length`` ids from
     every product with a train pair; return the stats."""
@@ -77,8 +92,7 @@ def walks(
     for name, value, low in (("--walks-per-node", walks_per_node, 1), ("--length", length, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PipelineError(f"{name} must be an integer of at least {low}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     clear_stale_temporaries(data_dir)
     train = require(data_dir / TRAIN, TRAIN_SCHEMA)
     size = require(data_dir / VOCAB, VOCAB_SCHEMA).metadata.num_rows
