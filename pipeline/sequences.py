@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +62,10 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.files import atomic_output
 from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.stage import StageRun
 
 BUCKET_ROWS = 1 << 21  # ratings a user bucket holds, about
 ROW_GROUP_ROWS = 1 << 13  # runs a row group holds
@@ -93,40 +92,39 @@ def sequences(
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise PipelineError(f"--max-length must be an integer of at least 2, got {max_length!r}")
     seed = check_seed(seed)
-    clear_stale_temporaries(data_dir)
-    started = time.perf_counter()
-    train_path, val_path = (data_dir / name for name in split_names(0)[0])
-    train, val = require(train_path, RATINGS_SCHEMA), require(val_path, RATING_VAL_SCHEMA)
-    split_id = check_lineage("split_id", train_path, val_path)
-    by = stamps(train).get("split_by")
-    if by != "time":
-        raise PipelineError(
-            f"{train_path}: split {by or 'without a stamp'}, not by time; sequences need each "
-            "user's latest ratings in val: rerun `python -m pipeline split-ratings DIR --by time`"
-        )
-    facts = {
-        "ratings_id": stamps(train)["ratings_id"],
-        "split_id": split_id,
-        "sequences_id": lineage_id("sequences", split_id, max_length, seed),
-        "max_length": str(max_length),
-    }
-    rows = train.metadata.num_rows + val.metadata.num_rows
-    with temporary_folder(data_dir / "sequences-work") as work:
+    with StageRun(data_dir, SEQUENCES_STATS) as run:
+        train_path, val_path = (data_dir / name for name in split_names(0)[0])
+        train, val = require(train_path, RATINGS_SCHEMA), require(val_path, RATING_VAL_SCHEMA)
+        split_id = check_lineage("split_id", train_path, val_path)
+        by = stamps(train).get("split_by")
+        if by != "time":
+            raise PipelineError(
+                f"{train_path}: split {by or 'without a stamp'}, not by time; sequences need "
+                "each user's latest ratings in val: rerun "
+                "`python -m pipeline split-ratings DIR --by time`"
+            )
+        facts = {
+            "ratings_id": stamps(train)["ratings_id"],
+            "split_id": split_id,
+            "sequences_id": lineage_id("sequences", split_id, max_length, seed),
+            "max_length": str(max_length),
+        }
+        rows = train.metadata.num_rows + val.metadata.num_rows
+        work = run.work("sequences-work")
         buckets = _user_buckets((train, val), work, max(1, -(-rows // BUCKET_ROWS)))
         files = _write(data_dir, buckets, max_length, seed, facts, quiet)
-    _check_counts(files, train.metadata.num_rows, val.metadata.num_rows)
-    stats = {
-        "files": files,
-        **facts,
-        "max_length": max_length,
-        "seed": seed,
-        "train_ratings": train.metadata.num_rows,
-        "val_ratings": val.metadata.num_rows,
-        "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    write_json(data_dir / SEQUENCES_STATS, stats)
-    return stats
+        _check_counts(files, train.metadata.num_rows, val.metadata.num_rows)
+        stats = {
+            "files": files,
+            **facts,
+            "max_length": max_length,
+            "seed": seed,
+            "train_ratings": train.metadata.num_rows,
+            "val_ratings": val.metadata.num_rows,
+            "seconds": round(run.seconds, 2),
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def _user_buckets(sources, work: Path, buckets: int) -> list[Path]:

@@ -39,13 +39,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipeline.cli import check_seed
 from pipeline.contracts import (
@@ -66,11 +66,10 @@ from pipeline.contracts import (
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
 from pipeline.options import EngineOptions, argument, option, seed_option
 from pipeline.progress import progress
 from pipeline.spark import check_engine, session
+from pipeline.stage import StageRun
 
 NEGATIVE_PROTOCOLS = ("products", "occurrences")
 ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
@@ -97,6 +96,33 @@ class SplitOptions(EngineOptions):
         choices=NEGATIVE_PROTOCOLS,
     )
     seed: int = seed_option()
+
+
+@dataclass(frozen=True)
+class SplitRun:
+    """What split's Spark runner takes: the pairs, the seed and sizes, the train file
+    to write (a temporary, and its stamped schema), a work folder and the progress bar."""
+
+    pairs: Path
+    seed: int
+    n_val: int
+    n_products: int
+    train_path: Path
+    train_schema: pa.Schema
+    work: Path
+    bar: tqdm
+
+
+@dataclass(frozen=True)
+class SplitOff:
+    """An engine's split, train written: the val positives in (src, dst) order, which
+    products occur in train (a bool per id) and the train pairs written."""
+
+    val_src: np.ndarray
+    val_dst: np.ndarray
+    val_weight: np.ndarray
+    in_train: np.ndarray
+    n_train: int
 
 
 def split(
@@ -128,101 +154,106 @@ def split(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
         )
     check_engine(engine)
-    clear_stale_temporaries(data_dir)
-    pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
-    vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
-    pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)
-    split_id = lineage_id("split", pairs_id, val_prop, int(seed), negatives)
-    lineage = {"pairs_id": pairs_id, "split_id": split_id}
-    started = time.perf_counter()
+    with StageRun(data_dir, SPLIT_STATS) as run:
+        pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
+        vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
+        pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)
+        split_id = lineage_id("split", pairs_id, val_prop, int(seed), negatives)
+        lineage = {"pairs_id": pairs_id, "split_id": split_id}
 
-    n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
-    if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
-        keys = _load_keys(pairs_file, data_dir / PAIRS, n_products)
-    else:
-        src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
-    n_pairs = len(keys)
-    n_val = validation_size(n_pairs, val_prop)
-    if n_val == 0 or n_val == n_pairs:
-        empty = "val" if n_val == 0 else "train"
-        raise PipelineError(
-            f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
-        )
-
-    val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
-    train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
-    with (
-        atomic_output(data_dir / TRAIN) as train_tmp,
-        atomic_output(data_dir / VAL) as val_tmp,
-        progress(n_pairs + n_val, "rows", "split write", quiet) as bar,
-        contextlib.ExitStack() as stack,
-    ):
-        if engine == "spark":
-            from pipeline.split_spark import split_on_spark
-
-            spark = stack.enter_context(session(spark_master, quiet))
-            work = stack.enter_context(temporary_folder(data_dir / "split-work"))
-            val_src, val_dst, val_weight, in_train, n_train = split_on_spark(
-                spark, data_dir / PAIRS, seed, n_val, n_products, train_tmp, train_schema, work, bar
-            )
+        n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
+        if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
+            keys = _load_keys(pairs_file, data_dir / PAIRS, n_products)
         else:
-            order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
-            train_rows = order[n_val:]
-            val_rows = np.sort(order[:n_val])  # in (src, dst) order
-            del order
-            in_train = np.zeros(n_products, dtype=bool)
-            in_train[src[train_rows]] = True
-            in_train[dst[train_rows]] = True
-            n_train = len(train_rows)
-            _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
-            val_src, val_dst, val_weight = src[val_rows], dst[val_rows], weight[val_rows]
-            del train_rows, val_rows, src, dst, weight, relations
+            src, dst, weight, relations, keys = _load_pairs(
+                pairs_file, data_dir / PAIRS, n_products
+            )
+        n_pairs = len(keys)
+        n_val = validation_size(n_pairs, val_prop)
+        if n_val == 0 or n_val == n_pairs:
+            empty = "val" if n_val == 0 else "train"
+            raise PipelineError(
+                f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
+            )
 
-        occurrences = np.concatenate([val_src, val_dst])
-        _check_feasible(occurrences, keys, n_products, n_val, data_dir / PAIRS)
-        deck = np.unique(occurrences) if negatives == "products" else occurrences
-        rng = np.random.default_rng(seed)
-        neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
-        sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
-        del occurrences, deck, keys
+        val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
+        train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
+        train_tmp, val_tmp = run.output(TRAIN), run.output(VAL)
+        with (
+            progress(n_pairs + n_val, "rows", "split write", quiet) as bar,
+            contextlib.ExitStack() as stack,
+        ):
+            if engine == "spark":
+                from pipeline.split_spark import split_on_spark
 
-        val = _val_table(
-            val_src, val_dst, val_weight, neg_src, neg_dst, in_train, n_products, val_schema
-        )
-        seen = val.column("seen").to_numpy()
-        positive = val.column("label").to_numpy() == 1
-        _write_table(val_tmp, val, val_schema, bar)
+                job = SplitRun(
+                    pairs=data_dir / PAIRS,
+                    seed=seed,
+                    n_val=n_val,
+                    n_products=n_products,
+                    train_path=train_tmp,
+                    train_schema=train_schema,
+                    work=run.work("split-work"),
+                    bar=bar,
+                )
+                split_off = split_on_spark(stack.enter_context(session(spark_master, quiet)), job)
+            else:
+                order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
+                train_rows = order[n_val:]
+                val_rows = np.sort(order[:n_val])  # in (src, dst) order
+                del order
+                in_train = np.zeros(n_products, dtype=bool)
+                in_train[src[train_rows]] = True
+                in_train[dst[train_rows]] = True
+                _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
+                split_off = SplitOff(
+                    src[val_rows], dst[val_rows], weight[val_rows], in_train, len(train_rows)
+                )
+                del train_rows, val_rows, src, dst, weight, relations
+            val_src, val_dst, n_train = split_off.val_src, split_off.val_dst, split_off.n_train
 
-    seconds = time.perf_counter() - started
-    seen_positives = int(np.count_nonzero(seen & positive))
-    seen_negatives = int(np.count_nonzero(seen & ~positive))
-    stats = {
-        "data_dir": str(data_dir),
-        "pairs": n_pairs,
-        "products": n_products,
-        "train": n_train,
-        "val_positives": n_val,
-        "val_negatives": len(neg_src),
-        "negatives": negatives,
-        "val_products": sampling["val_products"],
-        "seen_positives": seen_positives,
-        "seen_negatives": seen_negatives,
-        "seen_share_positives": round(seen_positives / n_val, 6),
-        "seen_share_negatives": round(seen_negatives / len(neg_src), 6),
-        "candidates": sampling["candidates"],
-        "rejected": {reason: sampling[reason] for reason in REJECT_REASONS},
-        "rounds": sampling["rounds"],
-        "val_prop": val_prop,
-        "seed": int(seed),
-        "engine": engine,
-        **lineage,
-        "row_group_rows": ROW_GROUP_ROWS,
-        "seconds": round(seconds, 2),
-        "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    write_json(data_dir / SPLIT_STATS, stats)
-    return stats
+            occurrences = np.concatenate([val_src, val_dst])
+            _check_feasible(occurrences, keys, n_products, n_val, data_dir / PAIRS)
+            deck = np.unique(occurrences) if negatives == "products" else occurrences
+            rng = np.random.default_rng(seed)
+            neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
+            sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
+            del occurrences, deck, keys
+
+            val = _val_table(split_off, neg_src, neg_dst, n_products, val_schema)
+            seen = val.column("seen").to_numpy()
+            positive = val.column("label").to_numpy() == 1
+            _write_table(val_tmp, val, val_schema, bar)
+
+        seconds = run.seconds
+        seen_positives = int(np.count_nonzero(seen & positive))
+        seen_negatives = int(np.count_nonzero(seen & ~positive))
+        stats = {
+            "data_dir": str(data_dir),
+            "pairs": n_pairs,
+            "products": n_products,
+            "train": n_train,
+            "val_positives": n_val,
+            "val_negatives": len(neg_src),
+            "negatives": negatives,
+            "val_products": sampling["val_products"],
+            "seen_positives": seen_positives,
+            "seen_negatives": seen_negatives,
+            "seen_share_positives": round(seen_positives / n_val, 6),
+            "seen_share_negatives": round(seen_negatives / len(neg_src), 6),
+            "candidates": sampling["candidates"],
+            "rejected": {reason: sampling[reason] for reason in REJECT_REASONS},
+            "rounds": sampling["rounds"],
+            "val_prop": val_prop,
+            "seed": int(seed),
+            "engine": engine,
+            **lineage,
+            "row_group_rows": ROW_GROUP_ROWS,
+            "seconds": round(seconds, 2),
+            "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def shuffle_keys(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
@@ -426,26 +457,23 @@ def _check_feasible(
 
 
 def _val_table(
-    pos_src: np.ndarray,
-    pos_dst: np.ndarray,
-    pos_weight: np.ndarray,
+    positives: SplitOff,
     neg_src: np.ndarray,
     neg_dst: np.ndarray,
-    in_train: np.ndarray,
     n_products: int,
     schema: pa.Schema,
 ) -> pa.Table:
     """Positives and negatives in one table sorted by (src, dst), with labels and seen."""
-    src = np.concatenate([pos_src, neg_src])
-    dst = np.concatenate([pos_dst, neg_dst])
+    src = np.concatenate([positives.val_src, neg_src])
+    dst = np.concatenate([positives.val_dst, neg_dst])
     order = np.argsort(src.astype(np.int64) * n_products + dst, kind="stable")
-    n_pos = len(pos_src)
+    n_pos = len(positives.val_src)
     label = np.zeros(len(src), dtype=np.int8)
     label[:n_pos] = 1
     weight = np.zeros(len(src), dtype=np.float32)
-    weight[:n_pos] = pos_weight
+    weight[:n_pos] = positives.val_weight
     src, dst, label, weight = src[order], dst[order], label[order], weight[order]
-    seen = in_train[src] & in_train[dst]
+    seen = positives.in_train[src] & positives.in_train[dst]
     return pa.table([src, dst, label, weight, seen], schema=schema)
 
 

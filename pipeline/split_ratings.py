@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +63,10 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.files import atomic_output
 from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.stage import StageRun
 
 SPLITS = ("random", "time")
 BUCKET_ROWS = 1 << 20  # ratings a shuffle or user bucket holds, about
@@ -105,16 +104,17 @@ def split_ratings(
     """Split ``data_dir/ratings.parquet``; return the stats (see the module doc)."""
     data_dir = Path(data_dir)
     _check_options(by, val_prop, folds, seed)
-    clear_stale_temporaries(data_dir)
-    started = time.perf_counter()
-    source = require(data_dir / RATINGS, RATINGS_SCHEMA)
-    sizes = [require(data_dir / name, ENTITIES_SCHEMA).metadata.num_rows for name in (USERS, ITEMS)]
-    ratings_id = stamps(source)["ratings_id"]
-    parts = max(folds, 2)  # a plain split is two parts: 0 train, 1 val
-    split_id = lineage_id("split-ratings", ratings_id, by, val_prop, folds, seed)
-    names = split_names(folds)
-    _remove_other_splits(data_dir, names)
-    with temporary_folder(data_dir / "split-ratings-work") as work:
+    with StageRun(data_dir, SPLIT_RATINGS_STATS) as run:
+        source = require(data_dir / RATINGS, RATINGS_SCHEMA)
+        sizes = [
+            require(data_dir / name, ENTITIES_SCHEMA).metadata.num_rows for name in (USERS, ITEMS)
+        ]
+        ratings_id = stamps(source)["ratings_id"]
+        parts = max(folds, 2)  # a plain split is two parts: 0 train, 1 val
+        split_id = lineage_id("split-ratings", ratings_id, by, val_prop, folds, seed)
+        names = split_names(folds)
+        _remove_other_splits(data_dir, names)
+        work = run.work("split-ratings-work")
         if folds:
             part = _dealt(source, folds, seed)
         elif by == "random":
@@ -129,20 +129,19 @@ def split_ratings(
             "split_by": "folds" if folds else by,
         }
         stats = _write(data_dir, names, buckets, seed, counts, folds, facts, quiet)
-    stats.update(
-        {
-            "by": "folds" if folds else by,
-            "val_prop": None if folds else val_prop,
-            "folds": folds,
-            "seed": seed,
-            "ratings": source.metadata.num_rows,
-            "split_id": split_id,
-            "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
-    write_json(data_dir / SPLIT_RATINGS_STATS, stats)
-    return stats
+        stats.update(
+            {
+                "by": "folds" if folds else by,
+                "val_prop": None if folds else val_prop,
+                "folds": folds,
+                "seed": seed,
+                "ratings": source.metadata.num_rows,
+                "split_id": split_id,
+                "seconds": round(run.seconds, 2),
+            }
+        )
+        run.finish(stats)
+    return run.stats
 
 
 def _remove_other_splits(data_dir: Path, names: list[tuple[str, str]]) -> None:

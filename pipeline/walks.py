@@ -26,7 +26,6 @@ release the GIL) with the same result. Memory: the CSR plus a few batches.
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,10 +51,9 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
 from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.stage import StageRun
 
 WALK_ROWS = 131_072  # walks generated at once
 WALKS_COMPRESSION = "lz4"
@@ -93,16 +91,14 @@ def walks(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PipelineError(f"{name} must be an integer of at least {low}, got {value!r}")
     seed = check_seed(seed)
-    clear_stale_temporaries(data_dir)
-    train = require(data_dir / TRAIN, TRAIN_SCHEMA)
-    size = require(data_dir / VOCAB, VOCAB_SCHEMA).metadata.num_rows
-    pairs_id = check_lineage("pairs_id", data_dir / TRAIN, data_dir / VOCAB)
-    split_id = stamps(train)["split_id"]
-    walks_id = lineage_id("walks", split_id, walks_per_node, length, weighted, seed)
-    lineage = {"pairs_id": pairs_id, "split_id": split_id, "walks_id": walks_id}
-    started = time.perf_counter()
-    with temporary_folder(data_dir / "walks-work") as work:
-        graph = Graph.build(data_dir / TRAIN, size, work, weighted)
+    with StageRun(data_dir, WALKS_STATS) as run:
+        train = require(data_dir / TRAIN, TRAIN_SCHEMA)
+        size = require(data_dir / VOCAB, VOCAB_SCHEMA).metadata.num_rows
+        pairs_id = check_lineage("pairs_id", data_dir / TRAIN, data_dir / VOCAB)
+        split_id = stamps(train)["split_id"]
+        walks_id = lineage_id("walks", split_id, walks_per_node, length, weighted, seed)
+        lineage = {"pairs_id": pairs_id, "split_id": split_id, "walks_id": walks_id}
+        graph = Graph.build(data_dir / TRAIN, size, run.work("walks-work"), weighted)
         # DeepWalk's order: walks_per_node rounds, each over the products in a new order
         linked = np.flatnonzero(graph.degree > 0).astype(np.int32)
         rng = np.random.default_rng(seed)
@@ -112,10 +108,9 @@ def walks(
         schema = stamped(pa.schema([("walk", pa.list_(pa.int32(), length))]), "walks", **lineage)
         steps, pending = 0, None
         with (
-            atomic_output(data_dir / WALKS) as tmp,
             # Ids are near-random: a dictionary never pays, and trying one halved the speed.
             pq.ParquetWriter(
-                tmp,
+                run.output(WALKS),
                 schema,
                 compression=WALKS_COMPRESSION,
                 use_dictionary=False,
@@ -134,23 +129,22 @@ def walks(
                 bar.update(batch.shape[0] * (length - 1))
             if pending:
                 pending.result()
-    seconds = time.perf_counter() - started
-    stats = {
-        "walks": len(starts),
-        "length": length,
-        "walks_per_node": walks_per_node,
-        "weighted": weighted,
-        "seed": seed,
-        "products": size,
-        "products_walked": int(np.count_nonzero(graph.degree)),
-        "steps": steps,
-        "seconds": round(seconds, 2),
-        "steps_per_s": round(steps / max(seconds, 1e-9)),
-        "peak_rss_mb": peak_rss_mb(),
-        **lineage,
-    }
-    write_json(data_dir / WALKS_STATS, stats)
-    return stats
+        seconds = run.seconds
+        stats = {
+            "walks": len(starts),
+            "length": length,
+            "walks_per_node": walks_per_node,
+            "weighted": weighted,
+            "seed": seed,
+            "products": size,
+            "products_walked": int(np.count_nonzero(graph.degree)),
+            "steps": steps,
+            "seconds": round(seconds, 2),
+            "steps_per_s": round(steps / max(seconds, 1e-9)),
+            **lineage,
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def walked_batches(
