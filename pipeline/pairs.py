@@ -4,20 +4,23 @@ Writes ``vocab.parquet`` (id, asin, degree, title), ``pairs.parquet`` (src < dst
 vocab ids, summed weight, relation bitmask; sorted by src, dst) and
 ``pairs.json`` (counts per filter, rows per relation, histograms, timings).
 
-Every step over rows runs in polars' streaming engine; the phases hand over
-through temporary Parquet files in a hidden folder of the dataset directory:
+Every step over rows runs in polars' streaming engine, the row-level ones
+as pair_rows.py's Arrow functions (which Spark runs too); the phases hand
+over through temporary Parquet files in a hidden folder of the dataset
+directory:
 
 1. ``count``: one pass over the products: the filter of each product and the
    exploded rows per relation, from list lengths (nothing is exploded yet).
 2. ``dictionary``: the distinct asins of kept products and of their lists,
    sorted, become a polars Enum, so an asin's physical code is its rank.
 3. ``group``: the lists are exploded to (asin, other, relation code) rows by
-   :func:`related_rows` (the explode both engines run), both asins cast to
+   pair_rows.related_rows (the explode), both asins cast to
    their Enum code, self-pairs dropped, and the rows grouped on one uint64
    key ``lo << 32 | hi``; strings are never grouped or joined.
 4. ``vocab``: degrees of the codes, ids by descending degree (ties by asin),
    titles joined from the catalog.
-5. ``pairs``: codes remapped to ids, weights and bitmasks computed, sorted.
+5. ``pairs``: codes remapped to ids, weights and bitmasks decoded
+   (pair_rows.decoded_pairs), sorted.
 
 A pair gets at most two rows of one relation (one from each side, as lists are
 deduplicated and asins are distinct), so the group-by sums a 2-bit count per
@@ -27,6 +30,10 @@ Memory does not grow with the exploded rows, only with the distinct asins (the
 Enum, about 100 bytes each) and the distinct pairs (the group-by's hash table,
 then the final sort): measured peaks are 0.8 GiB at 6.5M pairs, 2.2 GiB at 26M
 and 2.6 GiB at 44M (tests/bench/bench_pairs.py, 2 cores).
+
+Over 400 lines, as one job: the stage and its polars plans, which the tests
+read and replace here (classified, grouped_pairs, remapped, _stats); the
+row-level steps both engines run are pair_rows.py's.
 """
 
 from __future__ import annotations

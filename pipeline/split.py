@@ -32,6 +32,10 @@ Memory: the four pair columns and one int64 key per pair (21 bytes a pair,
 columns freed once the val rows are taken; the peak was 1.33 GB on a
 synthetic pair set of Books' size (tests/bench/bench_split.py). On Spark the
 driver holds the keys alone (8 bytes a pair) and the val positives.
+
+Over 400 lines, as one job: the order, the negatives and the val file share
+this module's constants, which the tests tune here (ROW_GROUP_ROWS,
+MAX_ROUNDS, MIN_CHUNK); reading the pairs is split_inputs.py's.
 """
 
 from __future__ import annotations
@@ -60,7 +64,6 @@ from pipeline.contracts import (
     VOCAB_SCHEMA,
     check_lineage,
     lineage_id,
-    made_by,
     require,
     stamped,
     vocabulary_size,
@@ -69,6 +72,7 @@ from pipeline.errors import PipelineError
 from pipeline.options import EngineOptions, argument, option, seed_option
 from pipeline.progress import progress
 from pipeline.spark import check_engine, session
+from pipeline.split_inputs import load_keys, load_pairs
 from pipeline.stage import StageRun
 
 NEGATIVE_PROTOCOLS = ("products", "occurrences")
@@ -163,11 +167,9 @@ def split(
 
         n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
         if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
-            keys = _load_keys(pairs_file, data_dir / PAIRS, n_products)
+            keys = load_keys(pairs_file, data_dir / PAIRS, n_products)
         else:
-            src, dst, weight, relations, keys = _load_pairs(
-                pairs_file, data_dir / PAIRS, n_products
-            )
+            src, dst, weight, relations, keys = load_pairs(pairs_file, data_dir / PAIRS, n_products)
         n_pairs = len(keys)
         n_val = validation_size(n_pairs, val_prop)
         if n_val == 0 or n_val == n_pairs:
@@ -362,42 +364,6 @@ def sample_negatives(
     return (keys // n_products).astype(np.int32), (keys % n_products).astype(np.int32), tally
 
 
-def _load_keys(parquet: pq.ParquetFile, path: Path, n_products: int) -> np.ndarray:
-    """The pairs' keys (src * V + dst), sorted; checked as _load_pairs checks them, one
-    row group at a time, so only the keys are ever whole."""
-    if parquet.metadata.num_rows == 0:
-        raise PipelineError(f"{path}: no pairs; nothing to split")
-    parts = []
-    for index in range(parquet.num_row_groups):
-        group = parquet.read_row_group(index, columns=["src", "dst"])
-        src, dst = (group.column(name).to_numpy() for name in ("src", "dst"))
-        _check_ids(src, dst, path, n_products)
-        parts.append(src.astype(np.int64) * n_products + dst)
-    keys = np.concatenate(parts)
-    del parts
-    return _sorted_distinct(keys, path)
-
-
-def _check_ids(src: np.ndarray, dst: np.ndarray, path: Path, n_products: int) -> None:
-    """Refuse ids outside the vocabulary and pairs with src >= dst."""
-    if len(src) and (src.min() < 0 or dst.max() >= n_products):
-        raise PipelineError(
-            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; "
-            f"rerun `{made_by(path)}`"
-        )
-    if np.any(src >= dst):
-        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{made_by(path)}`")
-
-
-def _sorted_distinct(keys: np.ndarray, path: Path) -> np.ndarray:
-    """``keys`` sorted (they are, from the pairs stage); refuses repeated pairs."""
-    if np.any(keys[1:] <= keys[:-1]):
-        keys = np.sort(keys)
-        if np.any(keys[1:] == keys[:-1]):
-            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
-    return keys
-
-
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Whether each of ``keys`` is in ``sorted_keys`` (binary search, no hashing)."""
     if not len(sorted_keys):
@@ -405,29 +371,6 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     at = np.searchsorted(sorted_keys, keys)
     np.minimum(at, len(sorted_keys) - 1, out=at)
     return sorted_keys[at] == keys
-
-
-def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[np.ndarray, ...]:
-    """src, dst, weight, relations and keys (src * V + dst), sorted by key; checked.
-
-    Columns are read one at a time so the Arrow copy of only one is alive.
-    """
-    if parquet.metadata.num_rows == 0:
-        raise PipelineError(f"{path}: no pairs; nothing to split")
-    src, dst, weight, relations = (
-        parquet.read(columns=[name]).column(0).to_numpy() for name in PAIRS_SCHEMA.names
-    )
-    _check_ids(src, dst, path, n_products)
-    keys = src.astype(np.int64) * n_products + dst
-    if np.any(keys[1:] <= keys[:-1]):  # not sorted by (src, dst): sort (and then find repeats)
-        order = np.argsort(keys, kind="stable")
-        keys, src, dst, weight, relations = (
-            column[order] for column in (keys, src, dst, weight, relations)
-        )
-        del order
-        if np.any(keys[1:] == keys[:-1]):
-            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
-    return src, dst, weight, relations, keys
 
 
 def _check_feasible(
