@@ -1,4 +1,5 @@
-"""Shared command-line plumbing: one-line errors, a stats summary, a reader gone early."""
+"""Shared command-line plumbing: one-line errors, a stats summary, a reader gone early,
+the types of --seed and --weights."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import select
 import sys
 from collections.abc import Callable
+from numbers import Integral
 
 from pipeline.errors import PipelineError
 
@@ -51,6 +53,20 @@ def _reader_gone() -> bool:
     return gone
 
 
+def relation_weights(text: str) -> dict[str, float]:
+    """The type of ``--weights``: ``rel=w,rel=w`` as a dict (pairs checks the names)."""
+    weights = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected relation=weight, got {item!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected relation=weight, got {item!r}")
+    return weights
+
+
 def summary(stage: str, stats: dict, keys: list[str]) -> None:
     """Print ``stage: key=value ...`` for the named stats, on stdout."""
     print(f"{stage}: " + " ".join(f"{k}={stats[k]}" for k in keys if k in stats))
@@ -64,18 +80,27 @@ def summary(stage: str, stats: dict, keys: list[str]) -> None:
 MAX_SEED = 2**63 - 1
 
 
+SEED_RANGE = f"--seed must be an integer from 0 to {MAX_SEED}"
+
+
+def check_seed(seed: object) -> int:
+    """The one check of a seed, of every stage's library function: an integer
+    (numpy's too, not a bool) from 0 to MAX_SEED, as an int; else one line."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= MAX_SEED:
+        raise PipelineError(f"{SEED_RANGE}, got {seed!r}")
+    return int(seed)
+
+
 def seed(text: str) -> int:
-    """The type of every ``--seed`` option: an integer from 0 to MAX_SEED.
+    """The type of every ``--seed`` option: :func:`check_seed` of the integer ``text``.
 
     A seed outside it is refused where it is parsed, before anything runs, in
     the one line of every expected mistake (``error: ...``, exit 2) instead of
     argparse's usage and message: it exits as argparse does on a bad option.
+    The line shows ``text`` as given.
     """
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        print(f"error: --seed must be an integer from 0 to {MAX_SEED}, got {text}", file=sys.stderr)
-        raise SystemExit(2)
-    return value
+        return check_seed(int(text))
+    except (ValueError, PipelineError):
+        print(f"error: {SEED_RANGE}, got {text}", file=sys.stderr)
+        raise SystemExit(2) from None

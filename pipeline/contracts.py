@@ -13,6 +13,9 @@ The ids are hashes of what decides a file (its inputs' ids and its options),
 so the same input and options give the same ids and byte-identical files.
 :func:`check_lineage` refuses, in one line naming both files, inputs that do
 not belong together.
+
+The trainer imports its file names and checks from here (split_names,
+ranges, parse_features); this module imports no polars.
 """
 
 from __future__ import annotations
@@ -301,3 +304,42 @@ def vocabulary_size(vocab: pq.ParquetFile, path: Path) -> int:
             f"{path}: ids are not 0..{len(ids) - 1} in order; rerun `{made_by(path)}`"
         )
     return len(ids)
+
+
+# The names of split-ratings' files, and the layout of sequences' list columns:
+# what the trainer reads, so it imports them from here and never imports polars.
+
+
+def split_names(folds: int) -> list[tuple[str, str]]:
+    """The (train, val) file names of a split: one pair, or one a fold."""
+    if folds <= 1:
+        return [("ratings-train.parquet", "ratings-val.parquet")]
+    return [
+        (f"ratings-train-fold{k}.parquet", f"ratings-val-fold{k}.parquet")
+        for k in range(1, folds + 1)
+    ]
+
+
+def ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions lo..hi-1 of every range, concatenated, and the list offsets
+    (a list column's, or where each range starts in the positions)."""
+    length = hi - lo
+    offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
+    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - lo, length)
+    return index, offsets
+
+
+# Side information a product vector can average with its own (side_info.py).
+FEATURES = ("brand", "category", "price")
+
+
+def parse_features(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"brand,category"`` (or a sequence) as a checked tuple of feature names."""
+    names = tuple(n.strip() for n in text.split(",")) if isinstance(text, str) else tuple(text)
+    names = tuple(n for n in names if n)
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or len(set(names)) != len(names):
+        raise PipelineError(
+            f"--side-info takes distinct names among {', '.join(FEATURES)}; got {','.join(names)!r}"
+        )
+    return names

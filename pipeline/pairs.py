@@ -4,20 +4,23 @@ Writes ``vocab.parquet`` (id, asin, degree, title), ``pairs.parquet`` (src < dst
 vocab ids, summed weight, relation bitmask; sorted by src, dst) and
 ``pairs.json`` (counts per filter, rows per relation, histograms, timings).
 
-Every step over rows runs in polars' streaming engine; the phases hand over
-through temporary Parquet files in a hidden folder of the dataset directory:
+Every step over rows runs in polars' streaming engine, the row-level ones
+as pair_rows.py's Arrow functions (which Spark runs too); the phases hand
+over through temporary Parquet files in a hidden folder of the dataset
+directory:
 
 1. ``count``: one pass over the products: the filter of each product and the
    exploded rows per relation, from list lengths (nothing is exploded yet).
 2. ``dictionary``: the distinct asins of kept products and of their lists,
    sorted, become a polars Enum, so an asin's physical code is its rank.
 3. ``group``: the lists are exploded to (asin, other, relation code) rows by
-   :func:`related_rows` (the explode both engines run), both asins cast to
+   pair_rows.related_rows (the explode), both asins cast to
    their Enum code, self-pairs dropped, and the rows grouped on one uint64
    key ``lo << 32 | hi``; strings are never grouped or joined.
 4. ``vocab``: degrees of the codes, ids by descending degree (ties by asin),
    titles joined from the catalog.
-5. ``pairs``: codes remapped to ids, weights and bitmasks computed, sorted.
+5. ``pairs``: codes remapped to ids, weights and bitmasks decoded
+   (pair_rows.decoded_pairs), sorted.
 
 A pair gets at most two rows of one relation (one from each side, as lists are
 deduplicated and asins are distinct), so the group-by sums a 2-bit count per
@@ -27,31 +30,35 @@ Memory does not grow with the exploded rows, only with the distinct asins (the
 Enum, about 100 bytes each) and the distinct pairs (the group-by's hash table,
 then the final sort): measured peaks are 0.8 GiB at 6.5M pairs, 2.2 GiB at 26M
 and 2.6 GiB at 44M (tests/bench/bench_pairs.py, 2 cores).
+
+Over 400 lines, as one job: the stage and its polars plans, which the tests
+read and replace here (classified, grouped_pairs, remapped, _stats); the
+row-level steps both engines run are pair_rows.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.cli import relation_weights
 from pipeline.contracts import (
     PAIRS,
     PAIRS_SCHEMA,
     PAIRS_STATS,
     PRODUCTS,
     PRODUCTS_SCHEMA,
-    RELATION_BIT,
     RELATIONS,
     VOCAB,
     VOCAB_SCHEMA,
@@ -62,32 +69,71 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder
 from pipeline.memory import peak_rss_mb
+from pipeline.options import EngineOptions, argument, option
+from pipeline.pair_rows import (
+    EXPLODED_SCHEMA,
+    FILTERS,
+    classified_rows,
+    classified_schema,
+    counts_schema,
+    decoded_pairs,
+    pair_counts,
+    pair_weights,
+    related_rows,
+    relation_counts,
+)
 from pipeline.progress import progress
-from pipeline.spark import DEFAULT_ENGINE, check_engine, session
+from pipeline.spark import check_engine, session
+from pipeline.stage import StageRun
 
 DEFAULT_WEIGHTS = {"bought_together": 1.2, "also_bought": 1.0, "also_viewed": 0.5}
-DEFAULT_MIN_ALSO_BOUGHT = 2
-DEFAULT_REQUIRE_TITLE = True
 ROW_GROUP_ROWS = 1 << 20  # rows per row group of pairs.parquet and vocab.parquet
 PHASES = ("count", "dictionary", "group", "vocab", "pairs")
 SPARK_PHASES = ("count", "group", "vocab", "pairs")  # Spark groups asins: no dictionary
-FILTERS = ("no_title", "few_also_bought", "no_relation")  # checked in this order
 
 _HIGH = 1 << 32  # pair key = lo * _HIGH + hi
-_SHIFT = {name: 4**i for i, name in enumerate(RELATIONS)}  # 2-bit count per relation
 _ENGINE = "streaming"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairsOptions(EngineOptions):
+    """The arguments of ``python -m pipeline pairs``: :func:`build_pairs`'s."""
+
+    data_dir: str = argument("dataset directory holding products.parquet", metavar="dir")
+    weights: Mapping[str, float] = option(
+        help="relation=weight,...", factory=DEFAULT_WEIGHTS.copy, parse=relation_weights
+    )
+    min_also_bought: int = option(2, "skip products with fewer distinct also_bought entries", low=0)
+    require_title: bool = option(True, "skip products without a title")
+
+
+@dataclass(frozen=True)
+class PairsRun:
+    """What an engine's runner of pairs takes: the checked options, the products,
+    the lineage to stamp, the temporary outputs and work folder, and ``phase(name)``,
+    which times each phase."""
+
+    products: Path
+    weights: dict[str, float]
+    min_also_bought: int
+    require_title: bool
+    lineage: dict[str, str]
+    vocab_path: Path
+    pairs_path: Path
+    work: Path
+    phase: Callable[[str], AbstractContextManager]
+    row_group_rows: int
 
 
 def build_pairs(
     data_dir: str | os.PathLike,
     weights: Mapping[str, float] = DEFAULT_WEIGHTS,
-    min_also_bought: int = DEFAULT_MIN_ALSO_BOUGHT,
-    require_title: bool = DEFAULT_REQUIRE_TITLE,
-    quiet: bool = False,
-    engine: str = DEFAULT_ENGINE,
-    spark_master: str | None = None,
+    min_also_bought: int = PairsOptions.min_also_bought,
+    require_title: bool = PairsOptions.require_title,
+    quiet: bool = PairsOptions.quiet,
+    engine: str = PairsOptions.engine,
+    spark_master: str | None = PairsOptions.spark_master,
 ) -> dict:
     """Turn ``data_dir/products.parquet`` into vocab, pairs and stats; return the stats.
 
@@ -103,22 +149,17 @@ def build_pairs(
     weights = check_weights(weights)
     check_engine(engine)
     if min_also_bought < 0:
-        raise PipelineError(f"min_also_bought must be >= 0, got {min_also_bought}")
+        raise PipelineError(f"--min-also-bought must be >= 0, got {min_also_bought}")
     products = data_dir / PRODUCTS
     products_id = stamps(require(products, PRODUCTS_SCHEMA)).get("products_id", "")
     pairs_id = lineage_id("pairs", products_id, weights, min_also_bought, require_title)
     lineage = {"pairs_id": pairs_id, "products_id": products_id}
-    clear_stale_temporaries(data_dir)
-    started = time.perf_counter()
     phase_seconds: dict[str, float] = {}
     phase_peak: dict[str, float] = {}  # peak RSS so far at the end of each phase
     phases = SPARK_PHASES if engine == "spark" else PHASES
-    # Renames run innermost first: pairs, vocab, then pairs.json, the mark of a whole run.
+    # Renames run last taken first: pairs, vocab, then pairs.json, the mark of a whole run.
     with (
-        atomic_output(data_dir / PAIRS_STATS) as stats_tmp,
-        temporary_folder(data_dir / "pairs-work") as work,
-        atomic_output(data_dir / VOCAB) as vocab_tmp,
-        atomic_output(data_dir / PAIRS) as pairs_tmp,
+        StageRun(data_dir, PAIRS_STATS) as run,
         progress(len(phases), "phase", "pairs", quiet) as bar,
     ):
         bar.unit_scale = False  # whole phases, not 1.00/5.00
@@ -132,17 +173,27 @@ def build_pairs(
             phase_peak[name] = peak_rss_mb()
             bar.update(1)
 
-        task = (products, weights, min_also_bought, require_title, lineage)
-        outputs = (vocab_tmp, pairs_tmp, Path(work), phase)
+        job = PairsRun(
+            products=products,
+            weights=weights,
+            min_also_bought=min_also_bought,
+            require_title=require_title,
+            lineage=lineage,
+            work=run.work("pairs-work"),
+            vocab_path=run.output(VOCAB),
+            pairs_path=run.output(PAIRS),
+            phase=phase,
+            row_group_rows=ROW_GROUP_ROWS,
+        )
         if engine == "spark":
             from pipeline.pairs_spark import pairs_on_spark
 
             with session(spark_master, quiet) as spark:
-                counts, code_counts, summary = pairs_on_spark(spark, *task, *outputs)
+                counts, code_counts, summary = pairs_on_spark(spark, job)
         else:
-            counts, code_counts, summary = _pairs_on_polars(*task, *outputs)
+            counts, code_counts, summary = _pairs_on_polars(job)
         bar.set_description("pairs")
-        seconds = time.perf_counter() - started
+        seconds = run.seconds
         stats = _stats(counts, code_counts, summary, weights)
         if not stats["pairs"]:  # split and train would only fail later, less clearly
             raise PipelineError(no_pairs(products, stats, min_also_bought))
@@ -158,11 +209,10 @@ def build_pairs(
                 "exploded_rows_per_s": round(
                     stats["exploded_rows_after_list_dedup"] / max(seconds, 1e-9)
                 ),
-                "peak_rss_mb": peak_rss_mb(),
             }
         )
-        stats_tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    return stats
+        run.finish(stats)
+    return run.stats
 
 
 def no_pairs(products: Path, stats: dict, min_also_bought: int) -> str:
@@ -184,21 +234,12 @@ def no_pairs(products: Path, stats: dict, min_also_bought: int) -> str:
     return f"{products}: no pairs: none of its {read} products passes the filters: {why}"
 
 
-def _pairs_on_polars(
-    products: Path,
-    weights: Mapping[str, float],
-    min_also_bought: int,
-    require_title: bool,
-    lineage: dict[str, str],
-    vocab_path: Path,
-    pairs_path: Path,
-    work: Path,
-    phase,
-) -> tuple[dict, pl.DataFrame, dict]:
+def _pairs_on_polars(run: PairsRun) -> tuple[dict, pl.DataFrame, dict]:
     """Write vocab and pairs with polars; return (counts, pairs per ``code``,
-    vocabulary summary), the inputs of _stats. ``phase(name)`` times each phase."""
-    grouped = work / "grouped.parquet"
-    catalog = classified(products, weights, min_also_bought, require_title)
+    vocabulary summary), the inputs of _stats."""
+    weights, phase = run.weights, run.phase
+    grouped = run.work / "grouped.parquet"
+    catalog = classified(run.products, weights, run.min_also_bought, run.require_title)
     kept = catalog.filter(pl.col("status") == "kept")
     with phase("count"):
         counts = _counts(catalog, weights)
@@ -207,12 +248,12 @@ def _pairs_on_polars(
     with phase("group"):
         grouped_pairs(kept, weights, pl.Enum(asins)).sink_parquet(grouped, engine=_ENGINE)
     with phase("vocab"):
-        vocab = vocabulary(grouped, asins, products)
+        vocab = vocabulary(grouped, asins, run.products)
         table = vocab.select(VOCAB_SCHEMA.names).to_arrow()
         pq.write_table(
-            table.cast(stamped(VOCAB_SCHEMA, "pairs", **lineage)),
-            vocab_path,
-            row_group_size=ROW_GROUP_ROWS,
+            table.cast(stamped(VOCAB_SCHEMA, "pairs", **run.lineage)),
+            run.vocab_path,
+            row_group_size=run.row_group_rows,
             compression="zstd",
         )
     with phase("pairs"):
@@ -220,9 +261,9 @@ def _pairs_on_polars(
             pl.scan_parquet(grouped).group_by("code").agg(pairs=pl.len()).collect(engine=_ENGINE)
         )
         remapped(grouped, vocab, weights).sink_parquet(
-            pairs_path,
-            arrow_schema=stamped(PAIRS_SCHEMA, "pairs", **lineage),
-            row_group_size=ROW_GROUP_ROWS,
+            run.pairs_path,
+            arrow_schema=stamped(PAIRS_SCHEMA, "pairs", **run.lineage),
+            row_group_size=run.row_group_rows,
             compression="zstd",
             engine=_ENGINE,
         )
@@ -263,33 +304,25 @@ def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
 def classified(
     products: Path, weights: Mapping[str, float], min_also_bought: int, require_title: bool
 ) -> pl.LazyFrame:
-    """Each product's asin, cleaned weighted lists and ``status``: kept or the filter failed.
-
-    A list is cleaned of null and empty entries and of duplicates; its entries
-    keep no particular order.
-    """
-    has_title = pl.col("title").str.strip_chars().str.len_bytes().fill_null(0) > 0
-    also_bought = _cleaned("also_bought").list.len().fill_null(0)
-    has_relation = pl.any_horizontal(
-        [_cleaned(name).list.len().fill_null(0) > 0 for name in weights]
-    )
-    status = (
-        pl.when(pl.lit(require_title) & ~has_title)
-        .then(pl.lit("no_title"))
-        .when(also_bought < min_also_bought)
-        .then(pl.lit("few_also_bought"))
-        .when(~has_relation)
-        .then(pl.lit("no_relation"))
-        .otherwise(pl.lit("kept"))
-    )
-    return pl.scan_parquet(products).select(
-        "asin", *[_cleaned(name).alias(name) for name in weights], status=status
+    """pair_rows.classified_rows of the products, batch by batch in the streaming engine:
+    each product's asin, cleaned weighted lists and ``status``."""
+    columns = ["asin", "title", *dict.fromkeys(["also_bought", *weights])]
+    return (
+        pl.scan_parquet(products)
+        .select(columns)
+        .map_batches(
+            lambda batch: pl.from_arrow(
+                classified_rows(batch.to_arrow(), weights, min_also_bought, require_title)
+            ),
+            schema=_polars_schema(classified_schema(weights)),
+            streamable=True,
+        )
     )
 
 
-def _cleaned(name: str) -> pl.Expr:
-    """List ``name`` without null or empty entries (null != "" is null: dropped) or repeats."""
-    return pl.col(name).list.filter(pl.element() != "").list.unique()
+def _polars_schema(schema: pa.Schema) -> pl.Schema:
+    """``schema`` in polars' types, for a map_batches' declared output."""
+    return pl.from_arrow(schema.empty_table()).schema
 
 
 def distinct_asins(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
@@ -298,36 +331,11 @@ def distinct_asins(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyF
     return pl.concat([kept.select("asin"), *listed]).drop_nulls().unique()
 
 
-# A row of the explode: one entry of a weighted list, ``code`` 1 in its relation's field.
-EXPLODED_SCHEMA = pa.schema([("asin", pa.string()), ("other", pa.string()), ("code", pa.int8())])
-
-
-def related_rows(products: pa.RecordBatch | pa.Table, weights: Mapping[str, float]) -> pa.Table:
-    """The explode, pairs' row-level step: one row (asin, other, code) per entry of a
-    weighted list of ``products`` (kept products, lists cleaned), in EXPLODED_SCHEMA.
-
-    The one definition of the step: polars runs it on its batches (:func:`exploded`),
-    Spark under ``mapInArrow`` (pairs_spark.py).
-    """
-    parts = []
-    for name in weights:
-        lists = products.column(name)
-        if isinstance(lists, pa.ChunkedArray):
-            lists = lists.combine_chunks()
-        # Null lists hold no entries (list_flatten skips them, whatever their offsets say).
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
-        owners = np.repeat(np.arange(len(lengths)), lengths)
-        code = np.full(len(owners), _SHIFT[name], dtype=np.int8)
-        columns = [products.column("asin").take(owners), pc.list_flatten(lists), code]
-        parts.append(pa.table(columns, schema=EXPLODED_SCHEMA))
-    return pa.concat_tables(parts)
-
-
 def exploded(kept: pl.LazyFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
-    """:func:`related_rows` of the kept products, batch by batch in the streaming engine."""
+    """pair_rows.related_rows of the kept products, batch by batch in the streaming engine."""
     return kept.select("asin", *weights).map_batches(
         lambda batch: pl.from_arrow(related_rows(batch.to_arrow(), weights)),
-        schema={"asin": pl.String, "other": pl.String, "code": pl.Int8},
+        schema=_polars_schema(EXPLODED_SCHEMA),
         streamable=True,
     )
 
@@ -399,45 +407,33 @@ def vocabulary(grouped: Path, asins: pl.Series, products: Path) -> pl.DataFrame:
 
 
 def remapped(grouped: Path, vocab: pl.DataFrame, weights: Mapping[str, float]) -> pl.LazyFrame:
-    """The rows of pairs.parquet: codes to vocab ids, weight and bitmask; sorted by src, dst."""
+    """The rows of pairs.parquet: codes to vocab ids, then pair_rows.decoded_pairs
+    (weight and bitmask); sorted by src, dst."""
     ids = vocab.lazy().select("code", "id")
-    count = {name: (pl.col("code") // _SHIFT[name]) % 4 for name in weights}
-    weight = pl.sum_horizontal([count[name].cast(pl.Float64) * w for name, w in weights.items()])
-    relations = pl.sum_horizontal(
-        [(count[name] > 0).cast(pl.UInt8) * RELATION_BIT[name] for name in weights]
-    )
     return (
         _ends(grouped)
         .join(ids.rename({"code": "lo", "id": "a"}), on="lo")
         .join(ids.rename({"code": "hi", "id": "b"}), on="hi")
-        .select(
-            src=pl.min_horizontal("a", "b"),
-            dst=pl.max_horizontal("a", "b"),
-            weight=weight.cast(pl.Float32),
-            relations=relations.cast(pl.UInt8),
+        .select(src=pl.min_horizontal("a", "b"), dst=pl.max_horizontal("a", "b"), code="code")
+        .map_batches(
+            lambda batch: pl.from_arrow(decoded_pairs(batch.to_arrow(), weights)),
+            schema=_polars_schema(PAIRS_SCHEMA),
+            streamable=True,
         )
         .sort(pl.col("src").cast(pl.UInt64) * _HIGH + pl.col("dst").cast(pl.UInt64))
     )
 
 
 def _counts(catalog: pl.LazyFrame, weights: Mapping[str, float]) -> dict:
-    """Products per status, and rows and self-pair rows per relation of kept products."""
-    kept = pl.col("status") == "kept"
-    lengths = {
-        name: pl.col(name).list.len().fill_null(0).filter(kept).sum().alias(name)
-        for name in weights
-    }
-    selfs = {
-        name: pl.col(name).list.contains(pl.col("asin")).fill_null(False).filter(kept).sum()
-        for name in weights
-    }
+    """pair_rows.pair_counts of the classified products, summed over their batches."""
+    names = counts_schema(weights).names
     row = (
-        catalog.select(
-            products_read=pl.len(),
-            **{status: (pl.col("status") == status).sum() for status in (*FILTERS, "kept")},
-            **{f"rows_{name}": expr for name, expr in lengths.items()},
-            **{f"self_{name}": expr for name, expr in selfs.items()},
+        catalog.map_batches(
+            lambda batch: pl.DataFrame([pair_counts(batch.to_arrow(), weights)]),
+            schema=dict.fromkeys(names, pl.Int64),
+            streamable=True,
         )
+        .sum()
         .collect(engine=_ENGINE)
         .row(0, named=True)
     )
@@ -454,14 +450,14 @@ def _stats(counts: dict, code_counts: pl.DataFrame, vocab: dict, weights: dict) 
     selfs = {name: counts[f"self_{name}"] for name in weights}
     by_weight: dict[float, int] = {}
     by_relations: dict[str, int] = {}
-    linked_rows = 0  # rows that are not self-pairs, counted back from the codes
-    for code, n in code_counts.iter_rows():
-        per = {name: (code // _SHIFT[name]) % 4 for name in weights}
-        weight = round(sum(per[name] * w for name, w in weights.items()), 6)
-        names = "+".join(name for name in weights if per[name])
-        by_weight[weight] = by_weight.get(weight, 0) + n
+    code, count = (code_counts.get_column(name).to_numpy() for name in ("code", "pairs"))
+    per = relation_counts(code, weights)
+    # rows that are not self-pairs, counted back from the codes
+    linked_rows = int((count * sum(per.values(), np.zeros(len(code), np.int64))).sum())
+    for at, (weight, n) in enumerate(zip(pair_weights(code, weights).tolist(), count.tolist())):
+        names = "+".join(name for name in weights if per[name][at])  # a few distinct codes
+        by_weight[round(weight, 6)] = by_weight.get(round(weight, 6), 0) + n
         by_relations[names] = by_relations.get(names, 0) + n
-        linked_rows += n * sum(per.values())
     pairs = int(code_counts.get_column("pairs").sum() or 0)
     total_rows, total_selfs = sum(rows.values()), sum(selfs.values())
     degrees = vocab["degrees"]

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,10 +40,10 @@ from pipeline.files import atomic_output, clear_stale_temporaries, temporary_fol
 from pipeline.formats import FORMATS, detect_format, open_raw
 from pipeline.memory import peak_rss_mb
 from pipeline.normalise import to_batch
+from pipeline.options import EngineOptions, argument, option
 from pipeline.progress import progress
-from pipeline.spark import DEFAULT_ENGINE, check_engine, session
+from pipeline.spark import check_engine, session
 
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 BLOCK_BYTES = 4 << 20  # bytes of whole lines handed to a parser at once
 ROW_GROUP_ROWS = 32_768
 # Columns with few distinct values; dictionary-encoding the rest costs time and,
@@ -50,14 +51,26 @@ ROW_GROUP_ROWS = 32_768
 DICTIONARY_COLUMNS = ["brand", "categories.list.element.list.element", "sales_rank_category"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ParseOptions(EngineOptions):
+    """The arguments of ``python -m pipeline parse``: :func:`parse`'s."""
+
+    raw: str = argument("metadata file: .json or .jsonl, optionally .gz")
+    out: str = option(help="dataset directory to write")
+    fmt: str | None = option(None, "default: detect", choices=FORMATS, flag="--format")
+    workers: int = option(
+        min(2, os.cpu_count() or 1), "parser processes of the polars engine", low=1
+    )
+
+
 def parse(
     raw: str | os.PathLike,
     out: str | os.PathLike,
-    fmt: str | None = None,
-    workers: int = DEFAULT_WORKERS,
-    quiet: bool = False,
-    engine: str = DEFAULT_ENGINE,
-    spark_master: str | None = None,
+    fmt: str | None = ParseOptions.fmt,
+    workers: int = ParseOptions.workers,
+    quiet: bool = ParseOptions.quiet,
+    engine: str = ParseOptions.engine,
+    spark_master: str | None = ParseOptions.spark_master,
 ) -> dict:
     """Parse the metadata file ``raw`` into the dataset directory ``out``; return the stats.
 

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -59,6 +60,7 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.formats import open_raw
 from pipeline.memory import peak_rss_mb
+from pipeline.options import QuietOptions, argument, option
 from pipeline.progress import progress
 from pipeline.rating_formats import (
     COLUMNS,
@@ -76,13 +78,35 @@ ROW_GROUP_ROWS = 1 << 20
 _ENGINE = "streaming"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RatingsOptions(QuietOptions):
+    """The arguments of ``python -m pipeline ratings``: :func:`ratings`'s."""
+
+    raw: str = argument(
+        "MovieLens ratings.csv, u.data or ratings.dat, RecBole .inter, "
+        "or an Amazon reviews file (JSON lines); gzipped or not"
+    )
+    out: str = option(help="dataset directory to write")
+    fmt: str | None = option(None, "default: detect", choices=FORMATS, flag="--format")
+    titles: str | None = option(
+        None, "item titles: movies.csv, u.item, movies.dat, or an Amazon products.parquet"
+    )
+    scale: str | None = option(
+        None,
+        "keep ratings from MIN to MAX instead of the format's scale (needed for RecBole "
+        ".inter files; --scale=-10:10 for a negative MIN); default: MovieLens 0.5-5 in half "
+        "stars (u.data 1-5), Amazon 1-5",
+        metavar="MIN:MAX",
+    )
+
+
 def ratings(
     raw: str | os.PathLike,
     out: str | os.PathLike,
-    fmt: str | None = None,
-    titles: str | os.PathLike | None = None,
-    quiet: bool = False,
-    scale: str | tuple[float, float] | None = None,
+    fmt: str | None = RatingsOptions.fmt,
+    titles: str | os.PathLike | None = RatingsOptions.titles,
+    quiet: bool = RatingsOptions.quiet,
+    scale: str | tuple[float, float] | None = RatingsOptions.scale,
 ) -> dict:
     """Read the ratings file ``raw`` into the dataset directory ``out``; return the stats.
 

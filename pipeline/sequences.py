@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     NEXT_EVAL,
     NEXT_EVAL_SCHEMA,
@@ -54,69 +55,76 @@ from pipeline.contracts import (
     SEQUENCES_VAL,
     check_lineage,
     lineage_id,
+    ranges,
     require,
+    split_names,
     stamped,
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.files import atomic_output
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
-from pipeline.split_ratings import split_names
+from pipeline.stage import StageRun
 
-DEFAULT_MAX_LENGTH = 50
-DEFAULT_SEED = 42
 BUCKET_ROWS = 1 << 21  # ratings a user bucket holds, about
 ROW_GROUP_ROWS = 1 << 13  # runs a row group holds
 _WORK = pa.schema([*RATINGS_SCHEMA, ("part", pa.int8())])  # part 0 train, 1 val
 
 
+@dataclass(frozen=True, kw_only=True)
+class SequencesOptions(QuietOptions):
+    """The arguments of ``python -m pipeline sequences``: :func:`sequences`'s."""
+
+    data_dir: str = argument("dataset directory split by `split-ratings --by time`", metavar="dir")
+    max_length: int = option(50, "ratings a training run holds", low=2)
+    seed: int = seed_option()
+
+
 def sequences(
     data_dir: str | os.PathLike,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    seed: int = DEFAULT_SEED,
-    quiet: bool = False,
+    max_length: int = SequencesOptions.max_length,
+    seed: int = SequencesOptions.seed,
+    quiet: bool = SequencesOptions.quiet,
 ) -> dict:
     """Write the sequence files of ``data_dir``'s time split; return the stats."""
     data_dir = Path(data_dir)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise PipelineError(f"--max-length must be an integer of at least 2, got {max_length!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
-    clear_stale_temporaries(data_dir)
-    started = time.perf_counter()
-    train_path, val_path = (data_dir / name for name in split_names(0)[0])
-    train, val = require(train_path, RATINGS_SCHEMA), require(val_path, RATING_VAL_SCHEMA)
-    split_id = check_lineage("split_id", train_path, val_path)
-    by = stamps(train).get("split_by")
-    if by != "time":
-        raise PipelineError(
-            f"{train_path}: split {by or 'without a stamp'}, not by time; sequences need each "
-            "user's latest ratings in val: rerun `python -m pipeline split-ratings DIR --by time`"
-        )
-    facts = {
-        "ratings_id": stamps(train)["ratings_id"],
-        "split_id": split_id,
-        "sequences_id": lineage_id("sequences", split_id, max_length, seed),
-        "max_length": str(max_length),
-    }
-    rows = train.metadata.num_rows + val.metadata.num_rows
-    with temporary_folder(data_dir / "sequences-work") as work:
+    seed = check_seed(seed)
+    with StageRun(data_dir, SEQUENCES_STATS) as run:
+        train_path, val_path = (data_dir / name for name in split_names(0)[0])
+        train, val = require(train_path, RATINGS_SCHEMA), require(val_path, RATING_VAL_SCHEMA)
+        split_id = check_lineage("split_id", train_path, val_path)
+        by = stamps(train).get("split_by")
+        if by != "time":
+            raise PipelineError(
+                f"{train_path}: split {by or 'without a stamp'}, not by time; sequences need "
+                "each user's latest ratings in val: rerun "
+                "`python -m pipeline split-ratings DIR --by time`"
+            )
+        facts = {
+            "ratings_id": stamps(train)["ratings_id"],
+            "split_id": split_id,
+            "sequences_id": lineage_id("sequences", split_id, max_length, seed),
+            "max_length": str(max_length),
+        }
+        rows = train.metadata.num_rows + val.metadata.num_rows
+        work = run.work("sequences-work")
         buckets = _user_buckets((train, val), work, max(1, -(-rows // BUCKET_ROWS)))
         files = _write(data_dir, buckets, max_length, seed, facts, quiet)
-    _check_counts(files, train.metadata.num_rows, val.metadata.num_rows)
-    stats = {
-        "files": files,
-        **facts,
-        "max_length": max_length,
-        "seed": seed,
-        "train_ratings": train.metadata.num_rows,
-        "val_ratings": val.metadata.num_rows,
-        "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    write_json(data_dir / SEQUENCES_STATS, stats)
-    return stats
+        _check_counts(files, train.metadata.num_rows, val.metadata.num_rows)
+        stats = {
+            "files": files,
+            **facts,
+            "max_length": max_length,
+            "seed": seed,
+            "train_ratings": train.metadata.num_rows,
+            "val_ratings": val.metadata.num_rows,
+            "seconds": round(run.seconds, 2),
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def _user_buckets(sources, work: Path, buckets: int) -> list[Path]:
@@ -238,15 +246,6 @@ def _windows(start, stop, size: int, step: int, minimum: int = 1, from_start: bo
         return owner, lo, np.minimum(lo + size, stop[owner])
     hi = stop[owner] - (count[owner] - 1 - k) * step
     return owner, np.maximum(hi - size, start[owner]), hi
-
-
-def ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The positions lo..hi-1 of every range, concatenated, and the list offsets
-    (a list column's, or where each range starts in the positions)."""
-    length = hi - lo
-    offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
-    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - lo, length)
-    return index, offsets
 
 
 def _check_counts(files: dict, train_ratings: int, val_ratings: int) -> None:

@@ -23,18 +23,19 @@ import numpy as np
 import polars as pl
 
 from pipeline.contracts import (
+    FEATURES,
     PRODUCTS,
     PRODUCTS_SCHEMA,
     VOCAB,
     VOCAB_SCHEMA,
     check_lineage,
     made_by,
+    parse_features,
     require,
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
 
-FEATURES = ("brand", "category", "price")
 MIN_PRODUCTS = 2
 PRICE_BUCKETS = 10
 
@@ -49,18 +50,6 @@ class SideInfo:
     def known_share(self) -> dict[str, float]:
         """Per feature, the share of vocabulary products with a known value."""
         return {name: float((codes > 0).mean()) for name, codes in self.codes.items()}
-
-
-def parse_features(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"brand,category"`` (or a sequence) as a checked tuple of feature names."""
-    names = tuple(n.strip() for n in text.split(",")) if isinstance(text, str) else tuple(text)
-    names = tuple(n for n in names if n)
-    unknown = [n for n in names if n not in FEATURES]
-    if unknown or len(set(names)) != len(names):
-        raise PipelineError(
-            f"--side-info takes distinct names among {', '.join(FEATURES)}; got {','.join(names)!r}"
-        )
-    return names
 
 
 def side_info(data_dir: str | os.PathLike, features: tuple[str, ...] = FEATURES) -> SideInfo:

@@ -32,6 +32,10 @@ Memory: the four pair columns and one int64 key per pair (21 bytes a pair,
 columns freed once the val rows are taken; the peak was 1.33 GB on a
 synthetic pair set of Books' size (tests/bench/bench_split.py). On Spark the
 driver holds the keys alone (8 bytes a pair) and the val positives.
+
+Over 400 lines, as one job: the order, the negatives and the val file share
+this module's constants, which the tests tune here (ROW_GROUP_ROWS,
+MAX_ROUNDS, MIN_CHUNK); reading the pairs is split_inputs.py's.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     PAIRS,
     PAIRS_SCHEMA,
@@ -58,21 +64,18 @@ from pipeline.contracts import (
     VOCAB_SCHEMA,
     check_lineage,
     lineage_id,
-    made_by,
     require,
     stamped,
     vocabulary_size,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.options import EngineOptions, argument, option, seed_option
 from pipeline.progress import progress
-from pipeline.spark import DEFAULT_ENGINE, check_engine, session
+from pipeline.spark import check_engine, session
+from pipeline.split_inputs import load_keys, load_pairs
+from pipeline.stage import StageRun
 
-DEFAULT_VAL_PROP = 0.33
-DEFAULT_SEED = 42
 NEGATIVE_PROTOCOLS = ("products", "occurrences")
-DEFAULT_NEGATIVES = "products"
 ROW_GROUP_ROWS = 262_144  # rows per row group of train and val
 # Negative sampling gives up after MAX_ROUNDS times the shuffles it would need
 # if no candidate were rejected.
@@ -82,14 +85,58 @@ REJECT_REASONS = ("self_pair", "true_pair", "duplicate")
 _WORD = (1 << 64) - 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class SplitOptions(EngineOptions):
+    """The arguments of ``python -m pipeline split``: :func:`split`'s."""
+
+    data_dir: str = argument(
+        "dataset directory holding pairs.parquet and vocab.parquet", metavar="dir"
+    )
+    val_prop: float = option(0.33, "share of the pairs held out for validation", above=0, below=1)
+    negatives: str = option(
+        "products",
+        "val negatives from the distinct val products, each equally likely (the "
+        "reference's), or from their occurrences, matching the positives' popularity",
+        choices=NEGATIVE_PROTOCOLS,
+    )
+    seed: int = seed_option()
+
+
+@dataclass(frozen=True)
+class SplitRun:
+    """What split's Spark runner takes: the pairs, the seed and sizes, the train file
+    to write (a temporary, and its stamped schema), a work folder and the progress bar."""
+
+    pairs: Path
+    seed: int
+    n_val: int
+    n_products: int
+    train_path: Path
+    train_schema: pa.Schema
+    work: Path
+    bar: tqdm
+
+
+@dataclass(frozen=True)
+class SplitOff:
+    """An engine's split, train written: the val positives in (src, dst) order, which
+    products occur in train (a bool per id) and the train pairs written."""
+
+    val_src: np.ndarray
+    val_dst: np.ndarray
+    val_weight: np.ndarray
+    in_train: np.ndarray
+    n_train: int
+
+
 def split(
     data_dir: str | os.PathLike,
-    val_prop: float = DEFAULT_VAL_PROP,
-    seed: int = DEFAULT_SEED,
-    negatives: str = DEFAULT_NEGATIVES,
-    quiet: bool = False,
-    engine: str = DEFAULT_ENGINE,
-    spark_master: str | None = None,
+    val_prop: float = SplitOptions.val_prop,
+    seed: int = SplitOptions.seed,
+    negatives: str = SplitOptions.negatives,
+    quiet: bool = SplitOptions.quiet,
+    engine: str = SplitOptions.engine,
+    spark_master: str | None = SplitOptions.spark_master,
 ) -> dict:
     """Split ``data_dir``'s pairs into train and val files; return the stats.
 
@@ -105,108 +152,110 @@ def split(
     data_dir = Path(data_dir)
     if not 0 < val_prop < 1:  # also refuses NaN
         raise PipelineError(f"--val-prop must be between 0 and 1 (exclusive), got {val_prop}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     if negatives not in NEGATIVE_PROTOCOLS:
         raise PipelineError(
             f"--negatives must be one of {', '.join(NEGATIVE_PROTOCOLS)}, got {negatives!r}"
         )
     check_engine(engine)
-    clear_stale_temporaries(data_dir)
-    pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
-    vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
-    pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)
-    split_id = lineage_id("split", pairs_id, val_prop, int(seed), negatives)
-    lineage = {"pairs_id": pairs_id, "split_id": split_id}
-    started = time.perf_counter()
+    with StageRun(data_dir, SPLIT_STATS) as run:
+        pairs_file = require(data_dir / PAIRS, PAIRS_SCHEMA)
+        vocab_file = require(data_dir / VOCAB, VOCAB_SCHEMA)
+        pairs_id = check_lineage("pairs_id", data_dir / PAIRS, data_dir / VOCAB)
+        split_id = lineage_id("split", pairs_id, val_prop, int(seed), negatives)
+        lineage = {"pairs_id": pairs_id, "split_id": split_id}
 
-    n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
-    if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
-        keys = _load_keys(pairs_file, data_dir / PAIRS, n_products)
-    else:
-        src, dst, weight, relations, keys = _load_pairs(pairs_file, data_dir / PAIRS, n_products)
-    n_pairs = len(keys)
-    n_val = validation_size(n_pairs, val_prop)
-    if n_val == 0 or n_val == n_pairs:
-        empty = "val" if n_val == 0 else "train"
-        raise PipelineError(
-            f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
-        )
-
-    val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
-    train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
-    with (
-        atomic_output(data_dir / TRAIN) as train_tmp,
-        atomic_output(data_dir / VAL) as val_tmp,
-        progress(n_pairs + n_val, "rows", "split write", quiet) as bar,
-        contextlib.ExitStack() as stack,
-    ):
-        if engine == "spark":
-            from pipeline.split_spark import split_on_spark
-
-            spark = stack.enter_context(session(spark_master, quiet))
-            work = stack.enter_context(temporary_folder(data_dir / "split-work"))
-            val_src, val_dst, val_weight, in_train, n_train = split_on_spark(
-                spark, data_dir / PAIRS, seed, n_val, n_products, train_tmp, train_schema, work, bar
-            )
+        n_products = vocabulary_size(vocab_file, data_dir / VOCAB)
+        if engine == "spark":  # the driver holds the keys alone; Spark holds the pairs
+            keys = load_keys(pairs_file, data_dir / PAIRS, n_products)
         else:
-            order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
-            train_rows = order[n_val:]
-            val_rows = np.sort(order[:n_val])  # in (src, dst) order
-            del order
-            in_train = np.zeros(n_products, dtype=bool)
-            in_train[src[train_rows]] = True
-            in_train[dst[train_rows]] = True
-            n_train = len(train_rows)
-            _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
-            val_src, val_dst, val_weight = src[val_rows], dst[val_rows], weight[val_rows]
-            del train_rows, val_rows, src, dst, weight, relations
+            src, dst, weight, relations, keys = load_pairs(pairs_file, data_dir / PAIRS, n_products)
+        n_pairs = len(keys)
+        n_val = validation_size(n_pairs, val_prop)
+        if n_val == 0 or n_val == n_pairs:
+            empty = "val" if n_val == 0 else "train"
+            raise PipelineError(
+                f"{data_dir / PAIRS}: --val-prop {val_prop} of {n_pairs} pairs leaves {empty} empty"
+            )
 
-        occurrences = np.concatenate([val_src, val_dst])
-        _check_feasible(occurrences, keys, n_products, n_val, data_dir / PAIRS)
-        deck = np.unique(occurrences) if negatives == "products" else occurrences
-        rng = np.random.default_rng(seed)
-        neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
-        sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
-        del occurrences, deck, keys
+        val_schema = stamped(VAL_SCHEMA, "split", negatives=negatives, **lineage)
+        train_schema = stamped(TRAIN_SCHEMA, "split", **lineage)
+        train_tmp, val_tmp = run.output(TRAIN), run.output(VAL)
+        with (
+            progress(n_pairs + n_val, "rows", "split write", quiet) as bar,
+            contextlib.ExitStack() as stack,
+        ):
+            if engine == "spark":
+                from pipeline.split_spark import split_on_spark
 
-        val = _val_table(
-            val_src, val_dst, val_weight, neg_src, neg_dst, in_train, n_products, val_schema
-        )
-        seen = val.column("seen").to_numpy()
-        positive = val.column("label").to_numpy() == 1
-        _write_table(val_tmp, val, val_schema, bar)
+                job = SplitRun(
+                    pairs=data_dir / PAIRS,
+                    seed=seed,
+                    n_val=n_val,
+                    n_products=n_products,
+                    train_path=train_tmp,
+                    train_schema=train_schema,
+                    work=run.work("split-work"),
+                    bar=bar,
+                )
+                split_off = split_on_spark(stack.enter_context(session(spark_master, quiet)), job)
+            else:
+                order = np.argsort(shuffle_keys(src, dst, seed))  # the seeded order of train
+                train_rows = order[n_val:]
+                val_rows = np.sort(order[:n_val])  # in (src, dst) order
+                del order
+                in_train = np.zeros(n_products, dtype=bool)
+                in_train[src[train_rows]] = True
+                in_train[dst[train_rows]] = True
+                _write_train(train_tmp, src, dst, weight, relations, train_rows, train_schema, bar)
+                split_off = SplitOff(
+                    src[val_rows], dst[val_rows], weight[val_rows], in_train, len(train_rows)
+                )
+                del train_rows, val_rows, src, dst, weight, relations
+            val_src, val_dst, n_train = split_off.val_src, split_off.val_dst, split_off.n_train
 
-    seconds = time.perf_counter() - started
-    seen_positives = int(np.count_nonzero(seen & positive))
-    seen_negatives = int(np.count_nonzero(seen & ~positive))
-    stats = {
-        "data_dir": str(data_dir),
-        "pairs": n_pairs,
-        "products": n_products,
-        "train": n_train,
-        "val_positives": n_val,
-        "val_negatives": len(neg_src),
-        "negatives": negatives,
-        "val_products": sampling["val_products"],
-        "seen_positives": seen_positives,
-        "seen_negatives": seen_negatives,
-        "seen_share_positives": round(seen_positives / n_val, 6),
-        "seen_share_negatives": round(seen_negatives / len(neg_src), 6),
-        "candidates": sampling["candidates"],
-        "rejected": {reason: sampling[reason] for reason in REJECT_REASONS},
-        "rounds": sampling["rounds"],
-        "val_prop": val_prop,
-        "seed": int(seed),
-        "engine": engine,
-        **lineage,
-        "row_group_rows": ROW_GROUP_ROWS,
-        "seconds": round(seconds, 2),
-        "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    write_json(data_dir / SPLIT_STATS, stats)
-    return stats
+            occurrences = np.concatenate([val_src, val_dst])
+            _check_feasible(occurrences, keys, n_products, n_val, data_dir / PAIRS)
+            deck = np.unique(occurrences) if negatives == "products" else occurrences
+            rng = np.random.default_rng(seed)
+            neg_src, neg_dst, sampling = sample_negatives(deck, keys, n_products, n_val, rng)
+            sampling["val_products"] = int(np.count_nonzero(np.bincount(occurrences)))
+            del occurrences, deck, keys
+
+            val = _val_table(split_off, neg_src, neg_dst, n_products, val_schema)
+            seen = val.column("seen").to_numpy()
+            positive = val.column("label").to_numpy() == 1
+            _write_table(val_tmp, val, val_schema, bar)
+
+        seconds = run.seconds
+        seen_positives = int(np.count_nonzero(seen & positive))
+        seen_negatives = int(np.count_nonzero(seen & ~positive))
+        stats = {
+            "data_dir": str(data_dir),
+            "pairs": n_pairs,
+            "products": n_products,
+            "train": n_train,
+            "val_positives": n_val,
+            "val_negatives": len(neg_src),
+            "negatives": negatives,
+            "val_products": sampling["val_products"],
+            "seen_positives": seen_positives,
+            "seen_negatives": seen_negatives,
+            "seen_share_positives": round(seen_positives / n_val, 6),
+            "seen_share_negatives": round(seen_negatives / len(neg_src), 6),
+            "candidates": sampling["candidates"],
+            "rejected": {reason: sampling[reason] for reason in REJECT_REASONS},
+            "rounds": sampling["rounds"],
+            "val_prop": val_prop,
+            "seed": int(seed),
+            "engine": engine,
+            **lineage,
+            "row_group_rows": ROW_GROUP_ROWS,
+            "seconds": round(seconds, 2),
+            "pairs_per_s": round(n_pairs / max(seconds, 1e-9)),
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def shuffle_keys(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
@@ -315,42 +364,6 @@ def sample_negatives(
     return (keys // n_products).astype(np.int32), (keys % n_products).astype(np.int32), tally
 
 
-def _load_keys(parquet: pq.ParquetFile, path: Path, n_products: int) -> np.ndarray:
-    """The pairs' keys (src * V + dst), sorted; checked as _load_pairs checks them, one
-    row group at a time, so only the keys are ever whole."""
-    if parquet.metadata.num_rows == 0:
-        raise PipelineError(f"{path}: no pairs; nothing to split")
-    parts = []
-    for index in range(parquet.num_row_groups):
-        group = parquet.read_row_group(index, columns=["src", "dst"])
-        src, dst = (group.column(name).to_numpy() for name in ("src", "dst"))
-        _check_ids(src, dst, path, n_products)
-        parts.append(src.astype(np.int64) * n_products + dst)
-    keys = np.concatenate(parts)
-    del parts
-    return _sorted_distinct(keys, path)
-
-
-def _check_ids(src: np.ndarray, dst: np.ndarray, path: Path, n_products: int) -> None:
-    """Refuse ids outside the vocabulary and pairs with src >= dst."""
-    if len(src) and (src.min() < 0 or dst.max() >= n_products):
-        raise PipelineError(
-            f"{path}: product ids outside the vocabulary 0..{n_products - 1}; "
-            f"rerun `{made_by(path)}`"
-        )
-    if np.any(src >= dst):
-        raise PipelineError(f"{path}: pairs with src >= dst; rerun `{made_by(path)}`")
-
-
-def _sorted_distinct(keys: np.ndarray, path: Path) -> np.ndarray:
-    """``keys`` sorted (they are, from the pairs stage); refuses repeated pairs."""
-    if np.any(keys[1:] <= keys[:-1]):
-        keys = np.sort(keys)
-        if np.any(keys[1:] == keys[:-1]):
-            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
-    return keys
-
-
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Whether each of ``keys`` is in ``sorted_keys`` (binary search, no hashing)."""
     if not len(sorted_keys):
@@ -358,29 +371,6 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     at = np.searchsorted(sorted_keys, keys)
     np.minimum(at, len(sorted_keys) - 1, out=at)
     return sorted_keys[at] == keys
-
-
-def _load_pairs(parquet: pq.ParquetFile, path: Path, n_products: int) -> tuple[np.ndarray, ...]:
-    """src, dst, weight, relations and keys (src * V + dst), sorted by key; checked.
-
-    Columns are read one at a time so the Arrow copy of only one is alive.
-    """
-    if parquet.metadata.num_rows == 0:
-        raise PipelineError(f"{path}: no pairs; nothing to split")
-    src, dst, weight, relations = (
-        parquet.read(columns=[name]).column(0).to_numpy() for name in PAIRS_SCHEMA.names
-    )
-    _check_ids(src, dst, path, n_products)
-    keys = src.astype(np.int64) * n_products + dst
-    if np.any(keys[1:] <= keys[:-1]):  # not sorted by (src, dst): sort (and then find repeats)
-        order = np.argsort(keys, kind="stable")
-        keys, src, dst, weight, relations = (
-            column[order] for column in (keys, src, dst, weight, relations)
-        )
-        del order
-        if np.any(keys[1:] == keys[:-1]):
-            raise PipelineError(f"{path}: repeated pairs; rerun `{made_by(path)}`")
-    return src, dst, weight, relations, keys
 
 
 def _check_feasible(
@@ -410,26 +400,23 @@ def _check_feasible(
 
 
 def _val_table(
-    pos_src: np.ndarray,
-    pos_dst: np.ndarray,
-    pos_weight: np.ndarray,
+    positives: SplitOff,
     neg_src: np.ndarray,
     neg_dst: np.ndarray,
-    in_train: np.ndarray,
     n_products: int,
     schema: pa.Schema,
 ) -> pa.Table:
     """Positives and negatives in one table sorted by (src, dst), with labels and seen."""
-    src = np.concatenate([pos_src, neg_src])
-    dst = np.concatenate([pos_dst, neg_dst])
+    src = np.concatenate([positives.val_src, neg_src])
+    dst = np.concatenate([positives.val_dst, neg_dst])
     order = np.argsort(src.astype(np.int64) * n_products + dst, kind="stable")
-    n_pos = len(pos_src)
+    n_pos = len(positives.val_src)
     label = np.zeros(len(src), dtype=np.int8)
     label[:n_pos] = 1
     weight = np.zeros(len(src), dtype=np.float32)
-    weight[:n_pos] = pos_weight
+    weight[:n_pos] = positives.val_weight
     src, dst, label, weight = src[order], dst[order], label[order], weight[order]
-    seen = in_train[src] & in_train[dst]
+    seen = positives.in_train[src] & positives.in_train[dst]
     return pa.table([src, dst, label, weight, seen], schema=schema)
 
 

@@ -40,13 +40,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     ENTITIES_SCHEMA,
     ITEMS,
@@ -57,18 +58,17 @@ from pipeline.contracts import (
     USERS,
     lineage_id,
     require,
+    split_names,
     stamped,
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.files import atomic_output
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.stage import StageRun
 
 SPLITS = ("random", "time")
-DEFAULT_BY = "random"
-DEFAULT_VAL_PROP = 0.2
-DEFAULT_SEED = 42
 BUCKET_ROWS = 1 << 20  # ratings a shuffle or user bucket holds, about
 ROW_GROUP_ROWS = 1 << 18
 # work files of the time split: a user bucket's ratings, with their row in ratings.parquet
@@ -78,37 +78,43 @@ _BY_USER = pa.schema([("user", pa.int32()), ("timestamp", pa.int64()), ("row", p
 _SPLIT_FILE = re.compile(r"ratings-(train|val)(-fold[1-9][0-9]*)?\.parquet")
 
 
-def split_names(folds: int) -> list[tuple[str, str]]:
-    """The (train, val) file names of a split: one pair, or one a fold."""
-    if folds <= 1:
-        return [("ratings-train.parquet", "ratings-val.parquet")]
-    return [
-        (f"ratings-train-fold{k}.parquet", f"ratings-val-fold{k}.parquet")
-        for k in range(1, folds + 1)
-    ]
+@dataclass(frozen=True, kw_only=True)
+class SplitRatingsOptions(QuietOptions):
+    """The arguments of ``python -m pipeline split-ratings``: :func:`split_ratings`'s."""
+
+    data_dir: str = argument("dataset directory holding ratings.parquet", metavar="dir")
+    by: str = option(
+        "random",
+        "random: a seeded share of the ratings; time: each user's latest share",
+        choices=SPLITS,
+    )
+    val_prop: float = option(0.2, "share held out for validation", above=0, below=1)
+    folds: int = option(0, "K > 1: K-fold cross-validation files instead", low=0)
+    seed: int = seed_option()
 
 
 def split_ratings(
     data_dir: str | os.PathLike,
-    by: str = DEFAULT_BY,
-    val_prop: float = DEFAULT_VAL_PROP,
-    folds: int = 0,
-    seed: int = DEFAULT_SEED,
-    quiet: bool = False,
+    by: str = SplitRatingsOptions.by,
+    val_prop: float = SplitRatingsOptions.val_prop,
+    folds: int = SplitRatingsOptions.folds,
+    seed: int = SplitRatingsOptions.seed,
+    quiet: bool = SplitRatingsOptions.quiet,
 ) -> dict:
     """Split ``data_dir/ratings.parquet``; return the stats (see the module doc)."""
     data_dir = Path(data_dir)
     _check_options(by, val_prop, folds, seed)
-    clear_stale_temporaries(data_dir)
-    started = time.perf_counter()
-    source = require(data_dir / RATINGS, RATINGS_SCHEMA)
-    sizes = [require(data_dir / name, ENTITIES_SCHEMA).metadata.num_rows for name in (USERS, ITEMS)]
-    ratings_id = stamps(source)["ratings_id"]
-    parts = max(folds, 2)  # a plain split is two parts: 0 train, 1 val
-    split_id = lineage_id("split-ratings", ratings_id, by, val_prop, folds, seed)
-    names = split_names(folds)
-    _remove_other_splits(data_dir, names)
-    with temporary_folder(data_dir / "split-ratings-work") as work:
+    with StageRun(data_dir, SPLIT_RATINGS_STATS) as run:
+        source = require(data_dir / RATINGS, RATINGS_SCHEMA)
+        sizes = [
+            require(data_dir / name, ENTITIES_SCHEMA).metadata.num_rows for name in (USERS, ITEMS)
+        ]
+        ratings_id = stamps(source)["ratings_id"]
+        parts = max(folds, 2)  # a plain split is two parts: 0 train, 1 val
+        split_id = lineage_id("split-ratings", ratings_id, by, val_prop, folds, seed)
+        names = split_names(folds)
+        _remove_other_splits(data_dir, names)
+        work = run.work("split-ratings-work")
         if folds:
             part = _dealt(source, folds, seed)
         elif by == "random":
@@ -123,20 +129,19 @@ def split_ratings(
             "split_by": "folds" if folds else by,
         }
         stats = _write(data_dir, names, buckets, seed, counts, folds, facts, quiet)
-    stats.update(
-        {
-            "by": "folds" if folds else by,
-            "val_prop": None if folds else val_prop,
-            "folds": folds,
-            "seed": seed,
-            "ratings": source.metadata.num_rows,
-            "split_id": split_id,
-            "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
-    write_json(data_dir / SPLIT_RATINGS_STATS, stats)
-    return stats
+        stats.update(
+            {
+                "by": "folds" if folds else by,
+                "val_prop": None if folds else val_prop,
+                "folds": folds,
+                "seed": seed,
+                "ratings": source.metadata.num_rows,
+                "split_id": split_id,
+                "seconds": round(run.seconds, 2),
+            }
+        )
+        run.finish(stats)
+    return run.stats
 
 
 def _remove_other_splits(data_dir: Path, names: list[tuple[str, str]]) -> None:
@@ -159,8 +164,7 @@ def _check_options(by: str, val_prop: float, folds: int, seed: int) -> None:
         raise PipelineError(f"--folds must be 0 (no folds) or at least 2, got {folds!r}")
     if folds and by != "random":
         raise PipelineError("--folds deals ratings at random; it cannot be used with --by time")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
 
 
 def _groups(source: pq.ParquetFile, columns: list[str]):

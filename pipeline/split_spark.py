@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.spark import merge_parts, part_batches, write_parts
-from pipeline.split import ROW_GROUP_ROWS, shuffle_keys
+from pipeline.split import ROW_GROUP_ROWS, SplitOff, SplitRun, shuffle_keys
 
 
 def keyed(batches: Iterator[pa.RecordBatch], seed: int) -> Iterator[pa.RecordBatch]:
@@ -30,34 +29,23 @@ def keyed(batches: Iterator[pa.RecordBatch], seed: int) -> Iterator[pa.RecordBat
         yield pa.RecordBatch.from_arrays([*batch.columns, key], [*batch.schema.names, "key"])
 
 
-def split_on_spark(
-    spark,
-    pairs: Path,
-    seed: int,
-    n_val: int,
-    n_products: int,
-    train_path: Path,
-    train_schema: pa.Schema,
-    work: Path,
-    bar,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Write the train file; return the val positives' src, dst and weight in (src,
-    dst) order, which products occur in train (a bool per id) and the train pairs."""
+def split_on_spark(spark, run: SplitRun) -> SplitOff:
+    """Write the train file; return the val positives and what val needs of train."""
     from pyspark.sql.types import LongType, StructField, StructType
 
-    frame = spark.read.parquet(str(pairs))
+    frame = spark.read.parquet(str(run.pairs))
     schema = StructType([*frame.schema.fields, StructField("key", LongType(), nullable=False)])
-    with_keys = frame.mapInArrow(functools.partial(keyed, seed=seed), schema)
+    with_keys = frame.mapInArrow(functools.partial(keyed, seed=run.seed), schema)
     ordered = with_keys.orderBy("key").drop("key")
     head: list[pa.RecordBatch] = []
-    in_train = np.zeros(n_products, dtype=bool)
+    in_train = np.zeros(run.n_products, dtype=bool)
 
     def train_rows() -> Iterator[pa.RecordBatch]:
         taken = 0
-        for batch in part_batches(write_parts(ordered, work / "ordered")):
-            bar.update(batch.num_rows)
-            if taken < n_val:
-                head.append(batch.slice(0, n_val - taken))
+        for batch in part_batches(write_parts(ordered, run.work / "ordered")):
+            run.bar.update(batch.num_rows)
+            if taken < run.n_val:
+                head.append(batch.slice(0, run.n_val - taken))
                 taken += head[-1].num_rows
                 batch = batch.slice(head[-1].num_rows)
             if batch.num_rows:
@@ -65,8 +53,8 @@ def split_on_spark(
                 in_train[batch.column("dst").to_numpy()] = True
                 yield batch
 
-    n_train = merge_parts(train_rows(), train_path, train_schema, ROW_GROUP_ROWS)
+    n_train = merge_parts(train_rows(), run.train_path, run.train_schema, ROW_GROUP_ROWS)
     val = pa.Table.from_batches(head).combine_chunks()
     src, dst, weight = (val.column(name).to_numpy() for name in ("src", "dst", "weight"))
-    order = np.argsort(src.astype(np.int64) * n_products + dst)
-    return src[order], dst[order], weight[order], in_train, n_train
+    order = np.argsort(src.astype(np.int64) * run.n_products + dst)
+    return SplitOff(src[order], dst[order], weight[order], in_train, n_train)

@@ -52,13 +52,13 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from pipeline.cli import check_seed
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
 
 FORMATS = ("py", "json", "json2018")
-DEFAULT_FORMAT = "py"
-DEFAULT_SEED = 42
 
 ROOT = "Electronics"
 GHOST_SHARE = 0.12  # ghosts per catalog product
@@ -262,13 +262,29 @@ class _Sampler:
         return self.order[np.minimum(at, len(self.order) - 1)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class SynthOptions(QuietOptions):
+    """The arguments of ``python -m pipeline synth``: :func:`generate`'s."""
+
+    out: str = argument("output file; gzipped when it ends in .gz")
+    products: int = option(help="catalog size", parse=int, low=1)
+    fmt: str = option(
+        "py",
+        "py: 2014 Python literals; json: the same as JSON; json2018: the 2018 schema",
+        choices=FORMATS,
+        flag="--format",
+    )
+    seed: int = seed_option()
+    messy: bool = option(False, "plant the faults real dumps have")
+
+
 def generate(
     out: str | Path,
     products: int,
-    fmt: str = DEFAULT_FORMAT,
-    seed: int = DEFAULT_SEED,
-    messy: bool = False,
-    quiet: bool = False,
+    fmt: str = SynthOptions.fmt,
+    seed: int = SynthOptions.seed,
+    messy: bool = SynthOptions.messy,
+    quiet: bool = SynthOptions.quiet,
 ) -> dict:
     """Write a synthetic catalog of ``products`` products to ``out``; return its stats.
 
@@ -279,8 +295,7 @@ def generate(
     """
     if products < 1:
         raise PipelineError("--products must be at least 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     if fmt not in FORMATS:
         raise PipelineError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start = time.perf_counter()

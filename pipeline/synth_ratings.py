@@ -31,19 +31,20 @@ from __future__ import annotations
 import io
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pipeline.cli import check_seed
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
 from pipeline.synth import open_output
 
 FORMATS = ("movielens-csv", "amazon")
-DEFAULT_FORMAT = "movielens-csv"
-DEFAULT_SEED = 42
 DIM = 8
 MEAN = 3.6
 NOISE = 0.5
@@ -58,15 +59,30 @@ MOOD_SPAN = 10  # sequential: ratings a mood lasts
 MOOD = 0.8  # sequential: std of a mood's shift of the ratings
 
 
+@dataclass(frozen=True, kw_only=True)
+class SynthRatingsOptions(QuietOptions):
+    """The arguments of ``python -m pipeline synth-ratings``: :func:`generate_ratings`'s."""
+
+    out: str = argument("output file; gzipped when it ends in .gz")
+    users: int = option(parse=int, low=1)
+    items: int = option(parse=int, low=1)
+    ratings: int = option(help="about this many", parse=int, low=1)
+    fmt: str = option("movielens-csv", choices=FORMATS, flag="--format")
+    seed: int = seed_option()
+    sequential: bool = option(
+        False, "plant an order in each user's history that sequence models can learn"
+    )
+
+
 def generate_ratings(
     out: str | os.PathLike,
     users: int,
     items: int,
     ratings: int,
-    fmt: str = DEFAULT_FORMAT,
-    seed: int = DEFAULT_SEED,
-    sequential: bool = False,
-    quiet: bool = False,
+    fmt: str = SynthRatingsOptions.fmt,
+    seed: int = SynthRatingsOptions.seed,
+    sequential: bool = SynthRatingsOptions.sequential,
+    quiet: bool = SynthRatingsOptions.quiet,
 ) -> dict:
     """Write about ``ratings`` ratings of ``users`` users on ``items`` items to ``out``
     (gzipped when it ends in .gz); return what was written."""
@@ -77,6 +93,7 @@ def generate_ratings(
         raise PipelineError(f"--ratings {ratings} is more than half of users x items")
     if fmt not in FORMATS:
         raise PipelineError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    seed = check_seed(seed)
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 0])
     item_factors = rng.normal(0, 1 / np.sqrt(DIM), (items, DIM)).astype(np.float32)

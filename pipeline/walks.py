@@ -26,16 +26,17 @@ release the GIL) with the same result. Memory: the CSR plus a few batches.
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.cli import check_seed
 from pipeline.contracts import (
     TRAIN,
     TRAIN_SCHEMA,
@@ -50,26 +51,38 @@ from pipeline.contracts import (
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
-from pipeline.memory import peak_rss_mb
+from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.stage import StageRun
 
-DEFAULT_WALKS_PER_NODE = 10
-DEFAULT_LENGTH = 20
-DEFAULT_SEED = 42
 WALK_ROWS = 131_072  # walks generated at once
 WALKS_COMPRESSION = "lz4"
 ROW_GROUP_WALKS = 16_384  # walks a row group: the skip-gram stream's unit of reading
 WALK_THREADS = min(4, len(os.sched_getaffinity(0)))  # batches walked at once
 
 
+@dataclass(frozen=True, kw_only=True)
+class WalksOptions(QuietOptions):
+    """The arguments of ``python -m pipeline walks``: :func:`walks`'s."""
+
+    data_dir: str = argument(
+        "dataset directory holding train.parquet and vocab.parquet", metavar="dir"
+    )
+    walks_per_node: int = option(10, "walks started from each product with a train pair", low=1)
+    length: int = option(20, "products a walk visits, its start included", low=2)
+    weighted: bool = option(
+        False, "step to a neighbour with probability pair weight / row sum (default: uniform)"
+    )
+    seed: int = seed_option()
+
+
 def walks(
     data_dir: str | os.PathLike,
-    walks_per_node: int = DEFAULT_WALKS_PER_NODE,
-    length: int = DEFAULT_LENGTH,
-    weighted: bool = False,
-    seed: int = DEFAULT_SEED,
-    quiet: bool = False,
+    walks_per_node: int = WalksOptions.walks_per_node,
+    length: int = WalksOptions.length,
+    weighted: bool = WalksOptions.weighted,
+    seed: int = WalksOptions.seed,
+    quiet: bool = WalksOptions.quiet,
 ) -> dict:
     """Write ``data_dir/walks.parquet``: ``walks_per_node`` walks of ``length`` ids from
     every product with a train pair; return the stats."""
@@ -77,18 +90,15 @@ def walks(
     for name, value, low in (("--walks-per-node", walks_per_node, 1), ("--length", length, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PipelineError(f"{name} must be an integer of at least {low}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"--seed must be a non-negative integer, got {seed!r}")
-    clear_stale_temporaries(data_dir)
-    train = require(data_dir / TRAIN, TRAIN_SCHEMA)
-    size = require(data_dir / VOCAB, VOCAB_SCHEMA).metadata.num_rows
-    pairs_id = check_lineage("pairs_id", data_dir / TRAIN, data_dir / VOCAB)
-    split_id = stamps(train)["split_id"]
-    walks_id = lineage_id("walks", split_id, walks_per_node, length, weighted, seed)
-    lineage = {"pairs_id": pairs_id, "split_id": split_id, "walks_id": walks_id}
-    started = time.perf_counter()
-    with temporary_folder(data_dir / "walks-work") as work:
-        graph = Graph.build(data_dir / TRAIN, size, work, weighted)
+    seed = check_seed(seed)
+    with StageRun(data_dir, WALKS_STATS) as run:
+        train = require(data_dir / TRAIN, TRAIN_SCHEMA)
+        size = require(data_dir / VOCAB, VOCAB_SCHEMA).metadata.num_rows
+        pairs_id = check_lineage("pairs_id", data_dir / TRAIN, data_dir / VOCAB)
+        split_id = stamps(train)["split_id"]
+        walks_id = lineage_id("walks", split_id, walks_per_node, length, weighted, seed)
+        lineage = {"pairs_id": pairs_id, "split_id": split_id, "walks_id": walks_id}
+        graph = Graph.build(data_dir / TRAIN, size, run.work("walks-work"), weighted)
         # DeepWalk's order: walks_per_node rounds, each over the products in a new order
         linked = np.flatnonzero(graph.degree > 0).astype(np.int32)
         rng = np.random.default_rng(seed)
@@ -98,10 +108,9 @@ def walks(
         schema = stamped(pa.schema([("walk", pa.list_(pa.int32(), length))]), "walks", **lineage)
         steps, pending = 0, None
         with (
-            atomic_output(data_dir / WALKS) as tmp,
             # Ids are near-random: a dictionary never pays, and trying one halved the speed.
             pq.ParquetWriter(
-                tmp,
+                run.output(WALKS),
                 schema,
                 compression=WALKS_COMPRESSION,
                 use_dictionary=False,
@@ -120,23 +129,22 @@ def walks(
                 bar.update(batch.shape[0] * (length - 1))
             if pending:
                 pending.result()
-    seconds = time.perf_counter() - started
-    stats = {
-        "walks": len(starts),
-        "length": length,
-        "walks_per_node": walks_per_node,
-        "weighted": weighted,
-        "seed": seed,
-        "products": size,
-        "products_walked": int(np.count_nonzero(graph.degree)),
-        "steps": steps,
-        "seconds": round(seconds, 2),
-        "steps_per_s": round(steps / max(seconds, 1e-9)),
-        "peak_rss_mb": peak_rss_mb(),
-        **lineage,
-    }
-    write_json(data_dir / WALKS_STATS, stats)
-    return stats
+        seconds = run.seconds
+        stats = {
+            "walks": len(starts),
+            "length": length,
+            "walks_per_node": walks_per_node,
+            "weighted": weighted,
+            "seed": seed,
+            "products": size,
+            "products_walked": int(np.count_nonzero(graph.degree)),
+            "steps": steps,
+            "seconds": round(seconds, 2),
+            "steps_per_s": round(steps / max(seconds, 1e-9)),
+            **lineage,
+        }
+        run.finish(stats)
+    return run.stats
 
 
 def walked_batches(
