@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from pipeline import cli
 from pipeline.cli import MAX_SEED
+from pipeline.contracts import parse_features
 from pipeline.errors import PipelineError
-from pipeline.side_info import parse_features
 
 # The kinds of task (tasks.task_kind): a dataset's files decide, and on ratings
 # a sequence model makes it "sequences", or "next-item" with --task next-item.

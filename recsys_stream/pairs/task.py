@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.contracts import TRAIN, VOCAB, WALKS, check_lineage
+from pipeline.contracts import TRAIN, VOCAB, WALKS, check_lineage, parse_features
 from pipeline.errors import PipelineError
-from pipeline.side_info import parse_features, side_info
+from pipeline.side_info import side_info
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.runs import Run

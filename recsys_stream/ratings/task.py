@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import ITEMS, stamps
+from pipeline.contracts import ITEMS, split_names, stamps
 from pipeline.errors import PipelineError
-from pipeline.split_ratings import split_names
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.modes import evaluating

@@ -33,10 +33,10 @@ from pipeline.contracts import (
     check_lineage,
     made_by,
     require,
+    split_names,
     stamps,
 )
 from pipeline.errors import PipelineError
-from pipeline.split_ratings import split_names
 
 
 @dataclass

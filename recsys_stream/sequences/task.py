@@ -33,10 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.contracts import ITEMS, NEXT_TRAIN, SEQUENCES_TRAIN
+from pipeline.contracts import ITEMS, NEXT_TRAIN, SEQUENCES_TRAIN, ranges, split_names
 from pipeline.errors import PipelineError
-from pipeline.sequences import ranges
-from pipeline.split_ratings import split_names
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.modes import evaluating
