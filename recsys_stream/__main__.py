@@ -46,7 +46,7 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _report(a: argparse.Namespace) -> None:
-    from recsys_stream.pairs.report import report
+    from recsys_stream.report import report
 
     path = report(a.dir, quiet=a.quiet, note=lambda line: print(f"note: {line}", file=sys.stderr))
     print(f"report: {path}")

@@ -14,7 +14,7 @@ from recsys_stream.__main__ import build_parser, main
 from recsys_stream.core import train as train_module
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
-from recsys_stream.pairs.report import report
+from recsys_stream.report import report
 
 # What the make targets passed for skip-gram before the model had defaults of its own.
 MAKE_TARGET = dict(

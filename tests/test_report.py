@@ -10,10 +10,11 @@ from planted import write_planted
 from pipeline.files import write_json
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
-from recsys_stream.pairs import report as report_module
+from recsys_stream.pairs import figures as report_module
 from recsys_stream.pairs import stream as stream_module
-from recsys_stream.pairs.report import finished_runs, learning_curves, precision_recall, report, roc
+from recsys_stream.pairs.figures import learning_curves, precision_recall, roc
 from recsys_stream.pairs.stream import PairStream
+from recsys_stream.report import finished_runs, report
 
 FAST = dict(batch_size=256, eval_sample=1000)
 

@@ -24,8 +24,8 @@ from recsys_stream.__main__ import main
 from recsys_stream.core import lineage
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
-from recsys_stream.pairs.report import current_runs, finished_runs, report
 from recsys_stream.recommend import recommend
+from recsys_stream.report import current_runs, finished_runs, report
 from recsys_stream.similar import similar
 
 TINY = dict(epochs=1, dim=4, batch_size=256, eval_sample=500)

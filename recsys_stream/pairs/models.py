@@ -15,8 +15,8 @@ sequence models can join) that
   autograd; otherwise the autograd step does.
 
 Adding a model is a class and ``@register``; the trainer, the CLI's choices,
-the config's validation, ``similar`` and the contract tests
-(tests/test_models.py) find it in :data:`MODELS`.
+the model checks, ``similar`` and the contract tests (tests/model_contract.py,
+tests/test_models.py) find it in :data:`MODELS`.
 """
 
 from __future__ import annotations

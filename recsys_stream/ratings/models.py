@@ -9,7 +9,7 @@ embedding tables (the lazy Adam updates only the rows a batch touches) and
 :class:`~recsys_stream.ratings.stream.RatingBatch` as the mean data loss and the
 penalty. Adding a model is a class and ``@register``:
 the trainer, the CLI, ``recommend`` and the contract tests
-(tests/test_rating_models.py) find it in :data:`RATING_MODELS`.
+(tests/model_contract.py) find it in :data:`RATING_MODELS`.
 
 - ``mf``: <p_user, q_item> ("PyTorch for Recommenders 101").
 - ``mf_bias``: sigmoid(<p, q> + b_user + b_item) scaled to the rating range

@@ -17,7 +17,6 @@ since are left out, each named in a note under the stages table.
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +37,7 @@ from pipeline.contracts import (
 )
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.runs import legacy_kind
-from recsys_stream.pairs.report import left_out_lines, save, stage_table
+from recsys_stream.report import left_out_lines, save, stage_table, stats_of
 
 PCA_ITEMS = 1000  # the most-rated items the PCA figure places
 ENDS = 5  # titles named at each end of a component
@@ -48,7 +47,7 @@ def rating_report(
     data_dir: Path, runs: dict[str, dict], figures: Path, left_out: list[str]
 ) -> list[str]:
     """The report's lines; its figures are written to ``figures``. ``left_out``: the
-    notes of the runs left out (:func:`recsys_stream.pairs.report.current_runs`)."""
+    notes of the runs left out (:func:`recsys_stream.report.current_runs`)."""
     next_item = {name: run for name, run in runs.items() if _kind(run["summary"]) == "next-item"}
     variants = {name: run for name, run in runs.items() if name not in next_item}
     lines = [*_header(data_dir), "", "## Stages", "", *_stage_table(data_dir)]
@@ -101,12 +100,8 @@ def _rating_sections(data_dir: Path, variants: dict[str, dict], figures: Path) -
     return lines
 
 
-def _stats(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _header(data_dir: Path) -> list[str]:
-    stats = _stats(data_dir / RATINGS_STATS)
+    stats = stats_of(data_dir / RATINGS_STATS)
     made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return [
         f"# {data_dir.name}: recsys-stream report (ratings)",
@@ -117,7 +112,7 @@ def _header(data_dir: Path) -> list[str]:
 
 
 def _stage_table(data_dir: Path) -> list[str]:
-    read, split = _stats(data_dir / RATINGS_STATS), _stats(data_dir / SPLIT_RATINGS_STATS)
+    read, split = stats_of(data_dir / RATINGS_STATS), stats_of(data_dir / SPLIT_RATINGS_STATS)
     how = f"{split.get('folds')} folds" if split.get("folds") else f"by {split.get('by', '–')}"
     files = ", ".join(f"{name}: {v['rows']:,}" for name, v in split.get("files", {}).items())
     rows = [
@@ -130,7 +125,7 @@ def _stage_table(data_dir: Path) -> list[str]:
         ),
         ("split-ratings", f"{how}: {files}", split),
     ]
-    runs = _stats(data_dir / SEQUENCES_STATS)
+    runs = stats_of(data_dir / SEQUENCES_STATS)
     if runs:
         files = ", ".join(
             f"{name}: {v['rows']:,} rows" for name, v in runs.get("files", {}).items()
