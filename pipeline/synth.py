@@ -17,36 +17,17 @@ Formats, one product per line: ``py`` (2014: a Python dict literal, ``repr`` of 
 dict), ``json`` (the same records as JSON) and ``json2018`` (the 2018 schema: all 18 keys
 on every line, absent values as ``""`` or ``[]``, no ``bought_together``).
 
-``messy=True`` plants the faults real dumps have, about 0.5% of lines per kind (at least
-one each when N >= 50; none below, apart from the missing final newline). What the
-parser is expected to do with each kind:
-
-- ``truncated``: a product line cut in the middle (newline kept). Reject the line; the
-  product is lost.
-- ``invalid_utf8``: a product line with a ``0xff`` byte spliced into its ``asin`` value.
-  Reject the line; the product is lost.
-- ``not_a_dict``: a line that parses but is not a dict (``[1, 2, 3]``, a string, ``42``,
-  ``None``/``null``). Reject the line.
-- ``injection``: one line ``__import__('os').system('echo pwned')``. Reject it without
-  evaluating it (``ast.literal_eval`` or ``json.loads`` only).
-- ``duplicate_asin``: a later copy of an earlier product line, half of them with a
-  different title. Count it as a duplicate and keep the first occurrence.
-- ``empty_lists``: a product whose related lists are present but empty. Accept it; it
-  has no links. (In ``json2018`` every key is always present, so it looks like a product
-  that never had lists.)
-- ``odd_titles``: a product whose title holds quotes, backslashes, tabs, newlines or
-  non-ASCII text. Accept it with the title unchanged.
-- ``no_final_newline``: the last line has no trailing newline. Accept that line.
+``messy=True`` plants the faults real dumps have (:mod:`pipeline.synth_lines`
+lists them and what the parser is expected to do with each).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -57,6 +38,8 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_output
 from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
+from pipeline.synth_lines import RENDERERS, Faults, Product, catalog_lines, plan_faults
+from pipeline.synth_words import BRANDS, FLOURISHES, MODIFIERS, TOPS, WORDS
 
 FORMATS = ("py", "json", "json2018")
 
@@ -71,90 +54,9 @@ HAS_PRICE = 0.90
 HAS_BRAND = 0.40
 HAS_RANK = 0.95
 CHUNK = 10_000  # products drawn and written per batch; part of what a seed means
-FAULT_RATE = 0.005
-MIN_MESSY = 50  # catalogs this large get every fault kind at least once
 
-IMAGE_2014 = "http://ecx.images-amazon.com/images/I/{}.jpg"
-IMAGE_2018 = "https://images-na.ssl-images-amazon.com/images/I/{}._SS40_.jpg"
 
-# Top categories and the nouns their subcategories are named after.
-TOPS = (
-    ("Computers & Accessories", ("Cables", "Keyboards", "Mice", "Monitors", "Drives")),
-    ("Camera & Photo", ("Lenses", "Tripods", "Flashes", "Filters", "Camera Bags")),
-    ("Car Electronics", ("Dash Cams", "Car Chargers", "Amplifiers", "Speakers", "Mounts")),
-    ("Cell Phones & Accessories", ("Cases", "Screen Protectors", "Chargers", "Holsters")),
-    ("Headphones", ("Earbuds", "Over-Ear Headphones", "Headsets", "Ear Pads")),
-    ("Home Audio", ("Receivers", "Subwoofers", "Turntables", "Soundbars", "Speakers")),
-    ("Portable Audio & Video", ("MP3 Players", "Radios", "Boomboxes", "Voice Recorders")),
-    ("Television & Video", ("Televisions", "Projectors", "Antennas", "Streaming Players")),
-    ("Video Games Accessories", ("Controllers", "Charging Docks", "Gaming Headsets")),
-    ("GPS & Navigation", ("GPS Units", "Trackers", "Marine GPS", "Map Cards")),
-    ("Office Electronics", ("Printers", "Scanners", "Calculators", "Label Makers")),
-    ("Security & Surveillance", ("Cameras", "Doorbells", "Sensors", "Recorders")),
-    ("Wearable Technology", ("Smartwatches", "Fitness Bands", "Smart Glasses", "Straps")),
-    ("eBook Readers & Accessories", ("Covers", "Reading Lights", "Sleeves", "Stands")),
-    ("Accessories & Supplies", ("Batteries", "Power Strips", "Adapters", "Cleaning Kits")),
-    ("Home Theater", ("Remotes", "Wall Mounts", "Media Players", "Surround Systems")),
-    ("Networking", ("Routers", "Switches", "Modems", "Range Extenders", "Network Cards")),
-    ("Power & Batteries", ("Power Banks", "Solar Chargers", "Surge Protectors", "UPS")),
-    ("Smart Home", ("Smart Plugs", "Smart Bulbs", "Thermostats", "Hubs")),
-    ("Radio & Communication", ("Walkie Talkies", "Scanners", "CB Radios", "Ham Antennas")),
-)
-MODIFIERS = (
-    "Wireless", "Portable", "Pro", "Compact", "Heavy Duty", "Premium", "Mini", "Digital",
-    "Universal", "Rugged", "Slim", "Outdoor",
-)  # fmt: skip
-WORDS = (
-    "Ultra", "Max", "Nano", "Turbo", "Classic", "Elite", "Prime", "Fusion", "Vivid", "Sonic",
-    "Swift", "Titan", "Nova", "Pulse", "Echo", "Zen", "Apex", "Flex", "Aero", "Core",
-    "Quantum", "Vertex", "Orbit", "Blaze", "Frost", "Stealth", "Lumen", "Matrix", "Summit",
-    "Volt",
-)  # fmt: skip
 WORDS_PER_CLUSTER = 3
-BRANDS = (
-    "Sonix", "Voltix", "Anker", "Belkin", "Logitech", "Sony", "Panasonic", "AmazonBasics",
-    "Kingston", "SanDisk", "Mpow", "Ugreen", "Aukey", "Cable Matters", "TP-Link", "Netgear",
-    "JBL", "Philips", "Canon", "Nikon", "Garmin", "Vivitar", "Monoprice", "Rocketfish",
-)  # fmt: skip
-# Title endings: most titles have none; apostrophes make Python's repr pick double quotes.
-FLOURISHES = (
-    ("", 0.91),
-    (", Kid's Edition", 0.01),
-    (" (Men's)", 0.01),
-    (" (Women's)", 0.01),
-    (" - Don't Settle", 0.01),
-    (", Editor's Choice", 0.01),
-    (" Black &amp; White", 0.02),
-    (" Charge &amp; Sync", 0.02),
-)
-
-# Faults (``messy``), in the order their lines are planned.
-FAULT_KINDS = (
-    "truncated",
-    "invalid_utf8",
-    "not_a_dict",
-    "injection",
-    "duplicate_asin",
-    "empty_lists",
-    "odd_titles",
-    "no_final_newline",
-)
-DAMAGE_KINDS = ("truncated", "invalid_utf8", "empty_lists", "odd_titles")
-ODD_TITLES = (
-    "Café – “Deluxe” 日本",
-    'The "Best" Cable You\'ll Ever Buy',
-    "C:\\Drivers\\usb.inf \\ Backslash Edition",
-    "Tab\tSeparated\tTitle",
-    "Two Line\nTitle\r\n",
-    '12" Vinyl Sleeves',
-    "Emoji 🎧 Headphones ünïcödé",
-)
-NOT_A_DICT = {
-    "py": ("[1, 2, 3]", "'just a string'", "42", "None"),
-    "json": ("[1, 2, 3]", '"just a string"', "42", "null"),
-}
-INJECTION = "__import__('os').system('echo pwned')"
-INVALID_BYTE = "\udcff"  # encodes to b"\xff" under surrogateescape
 
 
 class _Relation(NamedTuple):
@@ -174,20 +76,7 @@ RELATIONS = (
     _Relation("also_viewed", 50, 0.9, 1.1, 0.6, 0.3, False),
     _Relation("bought_together", 3, -0.3, 0.8, 1.0, 0.0, True),
 )
-
-
-class _Product(NamedTuple):
-    """One catalog product, before it is written in a format."""
-
-    asin: str
-    title: str | None
-    price: float | None
-    image: str
-    related: dict[str, list[str]]  # relation name -> ASINs; empty lists left out
-    top: str
-    rank: int | None
-    brand: str | None
-    path: list[str]
+RELATION_NAMES = tuple(relation.name for relation in RELATIONS)
 
 
 @dataclass(frozen=True)
@@ -226,16 +115,6 @@ class _Catalog:
     rank: np.ndarray  # 0 when absent
     image: np.ndarray  # object array of image ids
     has_related: np.ndarray
-
-
-@dataclass
-class _Faults:
-    """Where ``messy`` faults go, by catalog line index."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    damage: dict[int, tuple[str, int]] = field(default_factory=dict)  # -> (kind, variant)
-    copies: dict[int, tuple[int, bool]] = field(default_factory=dict)  # -> (slot, retitle)
-    extra: dict[int, list[str]] = field(default_factory=dict)  # slot -> lines after it
 
 
 class _Sampler:
@@ -304,8 +183,8 @@ def generate(
     universe = _universe(rng, products)
     catalog = _catalog(rng, universe, products)
     samplers = _samplers(universe)
-    faults = _plan_faults(np.random.default_rng(fault_seed), products, fmt) if messy else _Faults()
-    render = _RENDERERS[fmt]
+    faults = plan_faults(np.random.default_rng(fault_seed), products, fmt) if messy else Faults()
+    render = RENDERERS[fmt]
     n_lines = n_bytes = 0
     with (
         atomic_output(out) as tmp,
@@ -316,7 +195,7 @@ def generate(
             end = min(begin + CHUNK, products)
             related = _related(rng, universe, samplers, catalog.has_related[begin:end], begin)
             chunk = _products(universe, catalog, related, begin, end)
-            lines = list(_lines(chunk, begin, faults, render))
+            lines = list(catalog_lines(chunk, begin, faults, render, RELATION_NAMES))
             data = (b"\n" if begin else b"") + "\n".join(lines).encode("utf-8", "surrogateescape")
             f.write(data)
             n_lines += len(lines)
@@ -511,7 +390,7 @@ def _products(
     related: dict[str, tuple[np.ndarray, np.ndarray]],
     begin: int,
     end: int,
-) -> list[_Product]:
+) -> list[Product]:
     """Assemble the catalog products ``begin:end`` from their drawn parts."""
     tax = universe.taxonomy
     part = slice(begin, end)
@@ -536,7 +415,7 @@ def _products(
         name = BRANDS[brand]
         title = f"{name} {WORDS[word]} {tax.sub_names[c]} {model}{FLOURISHES[flourish][0]}"
         products.append(
-            _Product(
+            Product(
                 asin=asin,
                 title=title if titled else None,
                 price=None if price != price else price,  # NaN: no price
@@ -553,121 +432,3 @@ def _products(
             )
         )
     return products
-
-
-def _render_py(p: _Product) -> str:
-    """The 2014 line: ``repr`` of the dict, as the original dump was written."""
-    return repr(_record_2014(p))
-
-
-def _render_json(p: _Product) -> str:
-    """The 2014 record as strict JSON."""
-    return json.dumps(_record_2014(p), ensure_ascii=False)
-
-
-def _record_2014(p: _Product) -> dict:
-    """The 2014 metadata dict; absent fields are missing keys."""
-    record: dict = {"asin": p.asin}
-    if p.title is not None:
-        record["title"] = p.title
-    if p.price is not None:
-        record["price"] = p.price
-    record["imUrl"] = IMAGE_2014.format(p.image)
-    if p.related:
-        record["related"] = p.related
-    if p.rank is not None:
-        record["salesRank"] = {p.top: p.rank}
-    if p.brand is not None:
-        record["brand"] = p.brand
-    record["categories"] = [p.path]
-    return record
-
-
-def _render_2018(p: _Product) -> str:
-    """The 2018 line: every key present, absent values as "" or [], HTML-escaped '&'."""
-    main_cat = _html(p.top)
-    return json.dumps(
-        {
-            "category": [_html(c) for c in p.path],
-            "tech1": "",
-            "description": [],
-            "fit": "",
-            "title": p.title or "",
-            "also_buy": p.related.get("also_bought", []),
-            "image": [IMAGE_2018.format(p.image)],
-            "tech2": "",
-            "brand": p.brand or "",
-            "feature": [],
-            "rank": f"{p.rank:,} in {main_cat} (" if p.rank is not None else [],
-            "also_view": p.related.get("also_viewed", []),
-            "details": {},
-            "main_cat": main_cat,
-            "similar_item": "",
-            "date": "",
-            "price": f"${p.price:,.2f}" if p.price is not None else "",
-            "asin": p.asin,
-        },
-        ensure_ascii=False,
-    )
-
-
-def _html(text: str) -> str:
-    """'&' as the 2018 scrape wrote it."""
-    return text.replace("&", "&amp;")
-
-
-_RENDERERS: dict[str, Callable[[_Product], str]] = {
-    "py": _render_py,
-    "json": _render_json,
-    "json2018": _render_2018,
-}
-
-
-def _plan_faults(rng: np.random.Generator, n: int, fmt: str) -> _Faults:
-    """Choose which catalog lines are damaged or copied and where junk lines go."""
-    each = max(1, round(FAULT_RATE * n)) if n >= MIN_MESSY else 0
-    faults = _Faults(
-        counts={kind: each for kind in FAULT_KINDS}
-        | {"injection": min(each, 1), "no_final_newline": 1}
-    )
-    picked = rng.choice(n, size=5 * each, replace=False).tolist()
-    for k, kind in enumerate(DAMAGE_KINDS):
-        for variant, i in enumerate(picked[k * each : (k + 1) * each]):
-            faults.damage[i] = (kind, variant)
-    sources = np.array(picked[4 * each :], dtype=np.int64)
-    slots = sources + (rng.random(each) * (n - sources)).astype(np.int64)
-    for j, (i, slot) in enumerate(zip(sources.tolist(), slots.tolist())):
-        faults.copies[i] = (slot, j % 2 == 1)
-    junk = NOT_A_DICT["py" if fmt == "py" else "json"]
-    lines = [junk[j % len(junk)] for j in range(each)] + [INJECTION] * faults.counts["injection"]
-    for slot, line in zip(rng.integers(n, size=len(lines)).tolist(), lines):
-        faults.extra.setdefault(slot, []).append(line)
-    return faults
-
-
-def _lines(
-    products: list[_Product], begin: int, faults: _Faults, render: Callable[[_Product], str]
-) -> Iterator[str]:
-    """The lines of catalog products ``begin...``, with their planned faults.
-
-    Copies of a product are queued in ``faults.extra`` and junk lines are taken from it
-    as their slots come up, so a plan is used up by one pass.
-    """
-    for i, p in enumerate(products, begin):
-        kind, variant = faults.damage.get(i, ("", 0))
-        if kind == "empty_lists":
-            p = p._replace(related={rel.name: [] for rel in RELATIONS})
-        elif kind == "odd_titles":
-            p = p._replace(title=ODD_TITLES[variant % len(ODD_TITLES)])
-        line = render(p)
-        if kind == "truncated":
-            line = line[: len(line) // 2]
-        elif kind == "invalid_utf8":
-            cut = line.index(p.asin) + 5
-            line = line[:cut] + INVALID_BYTE + line[cut:]
-        yield line
-        if i in faults.copies:
-            slot, retitle = faults.copies[i]
-            copy = render(p._replace(title=f"Renewed: {p.title or p.asin}")) if retitle else line
-            faults.extra.setdefault(slot, []).append(copy)
-        yield from faults.extra.pop(i, ())

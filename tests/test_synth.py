@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline import synth
+from pipeline import synth, synth_lines
 from pipeline.errors import PipelineError
 
 N = 5000
@@ -255,7 +255,7 @@ def test_messy_faults_are_planted_and_counted(tmp_path, fmt):
             asin = record["asin"]
             if asin in seen:
                 kind = "duplicate_asin"
-            elif record.get("title") in synth.ODD_TITLES:
+            elif record.get("title") in synth_lines.ODD_TITLES:
                 kind = "odd_titles"
             elif (
                 fmt != "json2018" and record.get("related") and not any(record["related"].values())
@@ -267,7 +267,7 @@ def test_messy_faults_are_planted_and_counted(tmp_path, fmt):
             ok_lines.add(line)
     ok = found.pop("ok")
 
-    assert set(stats["faults"]) == set(synth.FAULT_KINDS)
+    assert set(stats["faults"]) == set(synth_lines.FAULT_KINDS)
     assert all(count >= 1 for count in stats["faults"].values())
     assert stats["faults"]["injection"] == 1
     expected = dict(stats["faults"])
