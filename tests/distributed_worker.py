@@ -20,10 +20,10 @@ import torch.distributed as dist
 
 from recsys_stream.core import distributed, runs
 from recsys_stream.core import train as training
-from recsys_stream.core.fused import DistinctRows
 from recsys_stream.core.losses import LOSSES
-from recsys_stream.core.steps import FusedStep
+from recsys_stream.core.optim import DistinctRows
 from recsys_stream.pairs.models import build_model
+from recsys_stream.pairs.steps import FusedStep
 from recsys_stream.pairs.stream import Batch
 
 TRAIN = {"epochs": 2, "lr": 0.05, "batch_size": 256, "eval_every": 20, "eval_sample": 2000}

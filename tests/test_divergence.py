@@ -18,7 +18,7 @@ from pipeline.split import shuffle_keys
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
 from recsys_stream.__main__ import main as recsys_main
-from recsys_stream.core import distributed, steps, tasks
+from recsys_stream.core import distributed, divergence, tasks
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
 from recsys_stream.sequences.stream import SequenceBatch
@@ -80,7 +80,7 @@ def test_a_ratings_model_whose_weights_run_away_stops(rated):
 def test_a_run_that_diverges_later_names_the_last_good_checkpoint(pairs, monkeypatch):
     options = {**FAST, "epochs": 1}
     train(pairs, quiet=True, options=options)
-    monkeypatch.setattr(steps, "WEIGHT_LIMIT", 0.0)  # epoch 2's weights diverge, by fiat
+    monkeypatch.setattr(divergence, "WEIGHT_LIMIT", 0.0)  # epoch 2's weights diverge, by fiat
     with pytest.raises(PipelineError) as caught:
         train(pairs, resume=True, quiet=True, options={**options, "epochs": 2})
     checkpoint = pairs / "runs" / RUN / "checkpoint.pt"
@@ -108,7 +108,7 @@ def runs_of(length: int, loss: float, step: int) -> tuple[float, int, SequenceBa
 
 
 def test_the_loss_is_held_to_the_first_steps_per_position_whatever_the_runs_lengths():
-    watch = steps.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
+    watch = divergence.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
 
     def steps_of(first: int, last: int, length: int, loss: float) -> None:
         for step in range(first, last + 1):
@@ -132,7 +132,7 @@ def test_the_loss_is_held_to_the_first_steps_per_position_whatever_the_runs_leng
 
 
 def test_a_loss_that_starts_below_zero_is_left_to_the_weights():
-    watch = steps.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
+    watch = divergence.DivergenceWatch(torch.nn.Linear(2, 1), TrainConfig())
     for step in range(1, 17):
         watch.step(-0.5 if step == 1 else 9.0, step, None)
     watch.point(16)  # pmf's log-likelihood may rise past 2x a negative start

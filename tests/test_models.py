@@ -20,11 +20,12 @@ from planted import write_planted
 
 from pipeline.walks import walks
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.fused import DistinctRows, gradients, layout_parameters
 from recsys_stream.core.losses import LOSSES, objective, objective_terms
-from recsys_stream.core.steps import AutogradStep, FusedStep
+from recsys_stream.core.optim import DistinctRows
 from recsys_stream.core.train import train
+from recsys_stream.pairs.fused import gradients, layout_parameters
 from recsys_stream.pairs.models import MODELS, SideTables, build_model
+from recsys_stream.pairs.steps import AutogradStep, FusedStep
 from recsys_stream.pairs.stream import Batch, PairStream
 from recsys_stream.pairs.walk_stream import WalkStream
 from recsys_stream.similar import similar

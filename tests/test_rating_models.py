@@ -25,7 +25,7 @@ from pipeline.ratings import ratings
 from pipeline.split_ratings import split_ratings
 from pipeline.synth_ratings import generate_ratings
 from recsys_stream.core.config import TrainConfig
-from recsys_stream.core.fused import DistinctRows
+from recsys_stream.core.optim import DistinctRows
 from recsys_stream.core.schedule import learning_rate
 from recsys_stream.core.train import train
 from recsys_stream.core.trained import load_run

@@ -9,11 +9,11 @@ from planted import write_planted
 from recsys_stream.core import threads
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
-from recsys_stream.core.steps import FusedStep
 from recsys_stream.core.threads import ThreadTuner
 from recsys_stream.core.train import train
 from recsys_stream.core.trained import load_run
 from recsys_stream.pairs.models import build_model
+from recsys_stream.pairs.steps import FusedStep
 from recsys_stream.pairs.stream import Batch
 
 

@@ -20,13 +20,13 @@ from recsys_stream.core import tables
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
 from recsys_stream.core.schedule import learning_rate
-from recsys_stream.core.steps import FusedStep
 from recsys_stream.core.train import train
 from recsys_stream.core.trained import load_run
 from recsys_stream.pairs import smoothing
 from recsys_stream.pairs.inputs import open_training_data
 from recsys_stream.pairs.models import build_model
 from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.steps import FusedStep
 from recsys_stream.pairs.stream import Batch, PairStream
 
 FAST = dict(epochs=2, lr=0.05, batch_size=256, eval_every=20, eval_sample=2000)

@@ -35,7 +35,7 @@ import torch.distributed as dist
 
 from pipeline.contracts import ENTITIES_SCHEMA, ITEMS, USERS, VOCAB, VOCAB_SCHEMA, require
 from pipeline.errors import PipelineError
-from recsys_stream.core.fused import DistinctRows, Gradients, row_sums
+from recsys_stream.core.optim import DistinctRows, Gradients, row_sums
 
 TIMEOUT = datetime.timedelta(minutes=30)  # rank 0's final evaluation runs between collectives
 

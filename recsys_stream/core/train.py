@@ -31,9 +31,9 @@ from pipeline.progress import progress
 from recsys_stream.core import distributed, heap, runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.distributed import DistributedStep, Ranks
+from recsys_stream.core.divergence import Diverged, DivergenceWatch
 from recsys_stream.core.runs import Run, TrainState
 from recsys_stream.core.schedule import learning_rate
-from recsys_stream.core.steps import Diverged, DivergenceWatch
 from recsys_stream.core.tasks import Task, check_model_options, open_task, task_kind
 from recsys_stream.core.threads import ThreadTuner
 

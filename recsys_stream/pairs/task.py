@@ -20,13 +20,14 @@ from pipeline.errors import PipelineError
 from pipeline.side_info import side_info
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.runs import Run
-from recsys_stream.core.steps import check_finite, make_step
 from recsys_stream.core.tasks import TASKS, Task, check_memory, check_model
 from recsys_stream.pairs import evaluate, smoothing
 from recsys_stream.pairs.inputs import TrainingData, open_training_data
 from recsys_stream.pairs.models import MODELS, PairModel, SideTables, build_model
 from recsys_stream.pairs.sampling import NegativeSampler
+from recsys_stream.pairs.steps import make_step
 from recsys_stream.pairs.stream import PairStream
 from recsys_stream.pairs.walk_stream import WalkStream, expected_pairs, walk_frequency, walks_of
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_stream.core.fused import DistinctRows, Gradients, GradientStep, LazyAdam, row_sums
+from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.optim import DistinctRows, Gradients, GradientStep, LazyAdam, row_sums
+from recsys_stream.core.steps import Step, TermsStep, choose_step
 
 
 @dataclass
@@ -96,3 +98,10 @@ class FusedRatingStep(GradientStep):
         return rating_gradients(
             self.layout, batch.user, batch.item, batch.rating, self.model.l2, self.distinct
         )
+
+
+def make_rating_step(model, config: TrainConfig) -> Step:
+    """A rating model's step: fused when its prediction has a layout, unless told otherwise."""
+    return choose_step(
+        model, config, lambda: FusedRatingStep(model, model.layout()), lambda: TermsStep(model)
+    )

@@ -22,10 +22,11 @@ from pipeline.contracts import ITEMS, split_names, stamps
 from pipeline.errors import PipelineError
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
-from recsys_stream.core.steps import check_finite, make_rating_step
 from recsys_stream.core.tasks import TASKS, Task, check_memory, check_model
+from recsys_stream.ratings.fused import make_rating_step
 from recsys_stream.ratings.inputs import open_rating_data
 from recsys_stream.ratings.models import RATING_MODELS, RatingModel, build_rating_model
 from recsys_stream.ratings.stream import RatingStream

@@ -34,6 +34,12 @@ class SequenceBatch:
     def __len__(self) -> int:
         return self.samples
 
+    @property
+    def loss_scale(self) -> float:
+        """What turns the batch's loss (over ``norm``) into its positions' mean: the loss a
+        sample, comparable between batches of short and long runs (core.divergence)."""
+        return self.norm / self.samples
+
 
 class SequenceStream(RowGroupStream):
     """Batches of runs from a sequence file (``pipeline sequences``), shuffled as the

@@ -37,9 +37,10 @@ from pipeline.contracts import ITEMS, NEXT_TRAIN, SEQUENCES_TRAIN, ranges, split
 from pipeline.errors import PipelineError
 from recsys_stream.core import runs
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
-from recsys_stream.core.steps import TermsStep, check_finite
+from recsys_stream.core.steps import TermsStep, choose_step
 from recsys_stream.core.tasks import TASKS, Task, available_memory, check_memory, check_model
 from recsys_stream.ratings.task import (
     PREDICTION_SAMPLE,
@@ -68,8 +69,6 @@ class SequenceTask(Task):
 
     def __init__(self, data_dir, config: TrainConfig):
         check_model(self.kind, config, self.models)
-        if config.step == "fused":
-            raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
         self.config = config
         self.data = data = open_sequence_data(data_dir, self.next_item)
         self.directory = data.directory
@@ -92,7 +91,7 @@ class SequenceTask(Task):
         )
         self.rows = data.rows
         self.samples = data.positions - (data.rows if self.next_item else 0)
-        self.step = TermsStep(self.model)
+        self.step = choose_step(self.model, config, None, lambda: TermsStep(self.model))
 
     def save(self, run: Run) -> None:
         """model.pt and embeddings.parquet (the input vectors of the items)."""
