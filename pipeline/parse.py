@@ -16,7 +16,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,13 +35,13 @@ from pipeline.contracts import (
 )
 from pipeline.decode import Reject, decode_block, preview
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.formats import FORMATS, detect_format, open_raw
 from pipeline.memory import peak_rss_mb
 from pipeline.normalise import to_batch
 from pipeline.options import EngineOptions, argument, option
 from pipeline.progress import progress
 from pipeline.spark import check_engine, session
+from pipeline.stage import StageRun
 
 BLOCK_BYTES = 4 << 20  # bytes of whole lines handed to a parser at once
 ROW_GROUP_ROWS = 32_768
@@ -87,45 +86,42 @@ def parse(
     if fmt not in FORMATS:
         raise PipelineError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     check_engine(engine)
-    clear_stale_temporaries(out)
-    started = time.perf_counter()
-    with (
-        atomic_output(out / PRODUCTS) as products_tmp,
-        atomic_output(out / REJECTS) as rejects_tmp,
-        contextlib.ExitStack() as stack,
-    ):
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # millions of small acyclic containers: the collector only costs time
-        stack.callback(lambda: gc_was_enabled and gc.enable())
-        if engine == "spark":
-            from pipeline.parse_spark import parse_on_spark
+    with StageRun(out, PARSE_STATS) as run:
+        products_tmp, rejects_tmp = run.output(PRODUCTS), run.output(REJECTS)
+        with contextlib.ExitStack() as stack:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()  # millions of small acyclic containers: the collector only costs time
+            stack.callback(lambda: gc_was_enabled and gc.enable())
+            if engine == "spark":
+                from pipeline.parse_spark import parse_on_spark
 
-            spark = stack.enter_context(session(spark_master, quiet))
-            work = stack.enter_context(temporary_folder(out / "parse-work"))
-            tally = parse_on_spark(spark, raw, fmt, products_tmp, rejects_tmp, work)
-        else:
-            tally = _write(raw, fmt, products_tmp, rejects_tmp, workers, quiet)
-    seconds = time.perf_counter() - started
-    if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
-        raise RuntimeError(f"line accounting is off: {tally}")
+                spark = stack.enter_context(session(spark_master, quiet))
+                work = run.work("parse-work")
+                tally = parse_on_spark(spark, raw, fmt, products_tmp, rejects_tmp, work)
+            else:
+                tally = _write(raw, fmt, products_tmp, rejects_tmp, workers, quiet)
+        seconds = run.seconds
+        if tally["lines"] != tally["products"] + tally["duplicates"] + tally["rejected"]:
+            raise RuntimeError(f"line accounting is off: {tally}")
+        if tally["products"]:
+            stats = run.finish(
+                {
+                    "raw": str(raw),
+                    "raw_bytes": raw.stat().st_size,
+                    "format": fmt,
+                    **tally,
+                    "seconds": round(seconds, 2),
+                    "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
+                    "workers": workers,
+                    "engine": engine,
+                }
+            )
     if not tally["products"]:
         # Nothing that looks finished (an earlier run's files would pass for this
         # input's); the rejects stay, if any, as the evidence the message points at.
         for name in (PRODUCTS, PARSE_STATS) + (() if tally["lines"] else (REJECTS,)):
             (out / name).unlink(missing_ok=True)
         raise PipelineError(no_product(raw, out, tally))
-    stats = {
-        "raw": str(raw),
-        "raw_bytes": raw.stat().st_size,
-        "format": fmt,
-        **tally,
-        "seconds": round(seconds, 2),
-        "mb_per_s": round(tally["bytes"] / 1e6 / max(seconds, 1e-9), 1),
-        "workers": workers,
-        "engine": engine,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    write_json(out / PARSE_STATS, stats)
     return stats
 
 

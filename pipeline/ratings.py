@@ -35,7 +35,6 @@ import collections
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -57,9 +56,7 @@ from pipeline.contracts import (
     stamped,
 )
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_output, clear_stale_temporaries, temporary_folder, write_json
 from pipeline.formats import open_raw
-from pipeline.memory import peak_rss_mb
 from pipeline.options import QuietOptions, argument, option
 from pipeline.progress import progress
 from pipeline.rating_formats import (
@@ -71,6 +68,7 @@ from pipeline.rating_formats import (
     detect_format,
     rating_scale,
 )
+from pipeline.stage import StageRun
 from pipeline.titles import read_titles
 
 BLOCK_BYTES = 4 << 20  # bytes of whole lines decoded at once
@@ -121,16 +119,11 @@ def ratings(
     fmt = fmt or detect_format(raw)
     checked = rating_scale(raw, fmt, scale)
     named = read_titles(titles) if titles is not None else None
-    clear_stale_temporaries(out)
-    started = time.perf_counter()
-    with (
-        atomic_output(out / RATINGS_STATS) as stats_tmp,
-        temporary_folder(out / "ratings-work") as work,
-        atomic_output(out / USERS) as users_tmp,
-        atomic_output(out / ITEMS) as items_tmp,
-        atomic_output(out / RATINGS) as ratings_tmp,
-        atomic_output(out / REJECTS) as rejects_tmp,
-    ):
+    with StageRun(out, RATINGS_STATS) as run:
+        work = run.work("ratings-work")
+        users_tmp, items_tmp, ratings_tmp, rejects_tmp = (
+            run.output(name) for name in (USERS, ITEMS, RATINGS, REJECTS)
+        )
         keyed = work / "keyed.parquet"
         tally = _decode(raw, fmt, checked, keyed, rejects_tmp, quiet)
         if not tally["decoded"]:
@@ -155,23 +148,23 @@ def ratings(
         del tally["decoded"]
         if tally["lines"] != tally["ratings"] + tally["repeated"] + tally["rejected"]:
             raise RuntimeError(f"line accounting is off: {tally}")
-        seconds = time.perf_counter() - started
-        stats = {
-            "raw": str(raw),
-            "format": fmt,
-            "scale": checked.to_json(),
-            **tally,
-            "users": found["users"].height,
-            "items": found["items"].height,
-            "items_titled": int(found["items"].get_column("title").is_not_null().sum()),
-            "rating_min": found["range"][0],
-            "rating_max": found["range"][1],
-            "ratings_id": ratings_id,
-            "seconds": round(seconds, 2),
-            "lines_per_s": round(tally["lines"] / max(seconds, 1e-9)),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-        write_json(stats_tmp, stats)
+        seconds = run.seconds
+        stats = run.finish(
+            {
+                "raw": str(raw),
+                "format": fmt,
+                "scale": checked.to_json(),
+                **tally,
+                "users": found["users"].height,
+                "items": found["items"].height,
+                "items_titled": int(found["items"].get_column("title").is_not_null().sum()),
+                "rating_min": found["range"][0],
+                "rating_max": found["range"][1],
+                "ratings_id": ratings_id,
+                "seconds": round(seconds, 2),
+                "lines_per_s": round(tally["lines"] / max(seconds, 1e-9)),
+            }
+        )
     return stats
 
 
