@@ -50,6 +50,7 @@ RUNS = [
     ("movielens", ["bench_movielens.py"]),
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
+    ("kernels", ["bench_kernels.py", "--steps", "300", "--repeats", "3"]),
     ("distributed", ["bench_distributed.py", "--products", "500000", "--epochs", "1"]),
     (
         "distributed",
@@ -123,6 +124,7 @@ def render(results: list[dict]) -> str:
             "ratings",
             "movielens",
             "sequences",
+            "kernels",
             "distributed",
             "spark",
         )
@@ -258,6 +260,7 @@ def render(results: list[dict]) -> str:
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
     out += render_sequences(of["sequences"])
+    out += render_kernels(of["kernels"])
     out += render_distributed(of["distributed"]) + render_spark(of["spark"])
     return "\n".join(out)
 
@@ -698,6 +701,36 @@ def render_sequences(results: list[dict]) -> list[str]:
             rows.append([r["stage"], r.get("train_seconds", r["seconds"]), rate, r["peak_rss_mb"]])
         out += table(["stage", "seconds", "per second", "peak RSS MiB"], rows)
     return out
+
+
+def render_kernels(results: list[dict]) -> list[str]:
+    """The compiled-kernel candidates (bench_kernels.py): per candidate, the repeats' mean
+    and range of samples/s on one thread."""
+    if not results:
+        return []
+    out = [
+        "",
+        "**Step kernels** (MF with bias, dim 32, 100,000 products, 2,048 anchors with a "
+        "positive and 5 negatives a step, one thread; each kernel's weights checked against "
+        "the torch step's after three steps; first call: the JIT or the build, cached on "
+        "disk after a machine's first run):",
+        "",
+    ]
+    rows = []
+    for candidate in dict.fromkeys(r["candidate"] for r in results):
+        mine = [r["samples_per_s"] for r in results if r["candidate"] == candidate]
+        first = next(r for r in results if r["candidate"] == candidate)
+        rows.append(
+            [
+                candidate,
+                f"{round(sum(mine) / len(mine)):,}",
+                f"{min(mine):,} – {max(mine):,}",
+                f"{first['first_call_seconds']:.1f}",
+                f"{first['max_weight_difference']:.1e}",
+            ]
+        )
+    header = ["kernel", "samples/s", "range", "first call s", "weights vs torch"]
+    return out + table(header, rows)
 
 
 def render_distributed(results: list[dict]) -> list[str]:
