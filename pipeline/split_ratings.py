@@ -149,10 +149,9 @@ def _remove_other_splits(data_dir: Path, names: list[tuple[str, str]]) -> None:
     split's, or folds this split does not make): runs trained on them would otherwise
     look current beside this split. Deleted first, so a killed run leaves none."""
     kept = {name for pair in names for name in pair}
-    for pattern in ("ratings-train*.parquet", "ratings-val*.parquet"):
-        for path in data_dir.glob(pattern):
-            if _SPLIT_FILE.fullmatch(path.name) and path.name not in kept:
-                path.unlink()
+    for path in data_dir.glob("ratings-*.parquet"):
+        if _SPLIT_FILE.fullmatch(path.name) and path.name not in kept:
+            path.unlink()
 
 
 def _check_options(by: str, val_prop: float, folds: int, seed: int) -> None:

@@ -27,6 +27,7 @@ from pipeline.contracts import EMBEDDINGS, stamped
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_output, clear_stale_temporaries, require_space
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.tasks import task_class
 
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
@@ -179,10 +180,10 @@ def saved_kind(saved: dict, config: TrainConfig) -> str:
 
 def legacy_kind(config: TrainConfig, ratings: bool) -> str:
     """The kind of a run saved before runs recorded it: pairs unless it trained on
-    ``ratings``; then its model and task tell (lstm and gru, the sequence models then)."""
+    ``ratings``; then its model (a sequence model's, or not) and task tell."""
     if not ratings:
         return "pairs"
-    if config.model in ("lstm", "gru"):
+    if config.model in task_class("sequences").models:
         return "next-item" if config.task == "next-item" else "sequences"
     return "ratings"
 
