@@ -12,8 +12,9 @@ does for its models:
 - resume: a run interrupted at the start of epoch 2 and resumed ends with the
   weights, learning curve and headline metrics of one trained straight;
 - determinism: the same seed gives the same weights, another seed others;
-- the steps: a model with a fused step trains as its autograd step does; one
-  without is refused ``--step fused`` in one line.
+- the steps: a model with a layout trains with the compiled kernel and with the
+  torch fused step as with its autograd step; one without is refused ``--step
+  kernel`` and ``--step fused`` in one line.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from recsys_stream.core.trained import load_run
 class ModelContract:
     kind: str  # the kind of task whose registry is checked
     streams: tuple[type, ...]  # the stream classes its task reads
-    fused_tolerance = 1e-4  # the headline metrics of the two steps, after one epoch
+    fused_tolerance = 1e-4  # the headline metrics of a compiled step and autograd, one epoch
 
     @classmethod
     def variants(cls) -> list[str]:
@@ -90,19 +91,22 @@ class ModelContract:
         a, b, c = (weights(dataset, f"seed-{name}-{model}") for name in "abc")
         assert a == b and a != c
 
-    def test_a_fused_step_trains_as_autograd_does(self, dataset, model):
+    def test_the_compiled_steps_train_as_autograd_does(self, dataset, model):
         config = self.settings(model, epochs=1, step="autograd")
         autograd = self.trained(dataset, f"autograd-{model}", config)
-        fused_config = dataclasses.replace(config, step="fused")
-        trained = load_run(dataset / "runs" / f"autograd-{model}").model
-        if trained.layout() is None:
-            with pytest.raises(PipelineError, match=r"has no fused step; use --step autograd$"):
-                self.trained(dataset, f"fused-{model}", fused_config)
-            return
-        fused = self.trained(dataset, f"fused-{model}", fused_config)
-        for key in task_class(self.kind).headline:
-            if isinstance(fused.get(key), float):
-                assert fused[key] == pytest.approx(autograd[key], abs=self.fused_tolerance), key
+        laid_out = load_run(dataset / "runs" / f"autograd-{model}").model.layout() is not None
+        for step in ("kernel", "fused"):
+            compiled_config = dataclasses.replace(config, step=step)
+            if not laid_out:
+                refusal = rf"has no {step} step; use --step autograd$"
+                with pytest.raises(PipelineError, match=refusal):
+                    self.trained(dataset, f"{step}-{model}", compiled_config)
+                continue
+            compiled = self.trained(dataset, f"{step}-{model}", compiled_config)
+            for key in task_class(self.kind).headline:
+                if isinstance(compiled.get(key), float):
+                    expected = pytest.approx(autograd[key], abs=self.fused_tolerance)
+                    assert compiled[key] == expected, (step, key)
 
 
 def weights(dataset: Path, name: str) -> list[bytes]:

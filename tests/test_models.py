@@ -209,10 +209,10 @@ def test_a_step_touches_only_the_batch_rows(kind):
         assert changed, name
 
 
-@pytest.mark.parametrize("step", ["fused", "autograd"])
+@pytest.mark.parametrize("step", ["kernel", "autograd"])
 def test_a_short_run_learns_the_planted_clusters(kind, planted, step):
-    if step == "fused" and build(kind, 2, 2, 0.1, 0).layout() is None:
-        pytest.skip(f"{kind} has no fused step")
+    if step == "kernel" and build(kind, 2, 2, 0.1, 0).layout() is None:
+        pytest.skip(f"{kind} has no kernel step")
     config = TrainConfig(**settings(kind), step=step, **{**FAST, "epochs": 4})
     summary = train(planted, config, name=f"learn-{kind}-{step}", quiet=True)
     # Popularity scores about 0.69 here, a random model 0.5; the models reach 0.83-0.90.

@@ -24,7 +24,7 @@ KINDS = ("pairs", "ratings", "sequences", "next-item")
 RATED = ("ratings", "sequences", "next-item")
 LABELS = ("binary", "continuous")
 SCHEDULES = ("constant", "cosine", "cosine-restarts", "cosine-cyclic")
-STEPS = ("auto", "fused", "autograd")
+STEPS = ("auto", "kernel", "fused", "autograd")
 SEQUENCE_TASKS = ("rating", "next-item")  # what a sequence model predicts (--task)
 SCORERS = ("dot", "cosine")
 
@@ -178,8 +178,9 @@ class TrainConfig:
     )
     step: str = option(
         "auto",
-        "fused (closed-form gradients, for pair layouts), autograd (any model), or auto: fused "
-        "when the model has a layout",
+        "kernel (the compiled kernel: closed-form gradients and Adam in one pass, for pair and "
+        "rating layouts), fused (the same in torch operations: the reference), autograd (any "
+        "model), or auto: kernel when the model has a layout",
         choices=STEPS,
     )
     shuffle_groups: int = option(4, "row groups mixed in the shuffle buffer", low=1)

@@ -13,8 +13,9 @@ saved in checkpoints. Each kind builds its own (``pairs.steps``,
   and AdamW on its dense parameters, for steps through ``backward()``.
 - :class:`TermsStep`: ``backward()`` through a model's ``terms(batch)`` (its
   loss and penalty): the autograd step of rating and sequence models.
-- :func:`choose_step`: the fused step where the model has a layout, unless
-  ``--step`` says otherwise, refused in one line where it has none.
+- :func:`choose_step`: the compiled kernel step (``core.kernels``) where the
+  model has a layout, unless ``--step`` says otherwise, refused in one line
+  where it has none.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from recsys_stream.core.optim import LazyAdam, OptimizerState
 class Step(Protocol):
     """One optimisation step of a model on a batch; see the module doc."""
 
-    kind: str  # "fused" or "autograd"
+    kind: str  # "kernel", "fused" or "autograd"
 
     def __call__(self, batch, lr: float) -> float:
         """Update the model from ``batch`` at learning rate ``lr``; the batch's mean loss."""
@@ -97,16 +98,16 @@ class TermsStep(OptimizerState):
         return data.item()
 
 
-def choose_step(
-    model, config: TrainConfig, fused: Callable[[], Step], autograd: Callable[[], Step]
-) -> Step:
-    """The step ``config.step`` names (``auto``: ``fused`` when ``model`` has a layout),
-    built by its factory (``fused`` None: the kind has no fused step); ``--step fused``
-    for a model without a layout refused."""
+def choose_step(model, config: TrainConfig, builders: dict[str, Callable[[], Step]]) -> Step:
+    """The step ``config.step`` names, built by its factory in ``builders`` (by kind:
+    ``kernel``, ``fused``, ``autograd``). ``auto``: the compiled kernel when ``model`` has a
+    layout and the kind has one, else the torch fused step, else autograd; a step the model
+    or its kind does not have is refused in one line."""
     kind = config.step
     has_layout = model.layout() is not None
     if kind == "auto":
-        kind = "fused" if has_layout else "autograd"
-    if kind == "fused" and not has_layout:
-        raise PipelineError(f"--model {config.model} has no fused step; use --step autograd")
-    return fused() if kind == "fused" else autograd()
+        compiled = [k for k in ("kernel", "fused") if k in builders and has_layout]
+        kind = compiled[0] if compiled else "autograd"
+    if kind not in builders or (kind != "autograd" and not has_layout):
+        raise PipelineError(f"--model {config.model} has no {kind} step; use --step autograd")
+    return builders[kind]()

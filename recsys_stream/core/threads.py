@@ -1,4 +1,5 @@
-"""torch's intra-op thread count, chosen from measured step times.
+"""The training step's thread count (torch's intra-op threads, a kernel step's lanes),
+chosen from measured step times.
 
 torch runs its operators on an OpenMP team whose threads spin at every
 barrier. On a quiet 2-core machine a second thread speeds the training step
@@ -27,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -48,7 +49,9 @@ class ThreadTuner:
     which cannot collapse, and tries the other after a first window of TRIAL steps.
     """
 
-    def __init__(self, fixed: int = 0):
+    def __init__(self, fixed: int = 0, apply: Callable[[int], None] | None = None):
+        # sets the thread count: torch's, and a kernel step's lanes
+        self.apply = apply or (lambda count: torch.set_num_threads(count))
         self.counts = [fixed] if fixed else sorted({1, torch.get_num_threads()})
         self.current = self.threads = self.counts[0]
         self.rate: dict[int, float] = {}  # samples a second, last measured per count
@@ -108,6 +111,6 @@ class ThreadTuner:
             self._begin(self.current, WINDOW)
 
     def _begin(self, threads: int, steps: int) -> None:
-        torch.set_num_threads(threads)
+        self.apply(threads)
         self.threads, self.length = threads, steps
         self.samples, self.steps, self.started = 0, 0, time.perf_counter()

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -58,7 +59,8 @@ def train(
     the checkpoint is the start of this run: ``Run.load_checkpoint``), and
     says so when there is none; ``"auto"`` continues when the checkpoint
     matches and starts afresh, saying why, when it does not.
-    ``threads``: torch's intra-op threads for the step; 0 chooses between one
+    ``threads``: the step's threads (torch's intra-op threads, a kernel step's
+    lanes: :mod:`recsys_stream.core.lanes`); 0 chooses between one
     and all by measured speed (see :mod:`recsys_stream.core.threads`), which
     changes the speed only, never the result; for a task whose step sums in
     an order that depends on the thread count (``Task.thread_invariant``:
@@ -111,7 +113,8 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
     state = _starting_state(run, resume, task, ranks.lead)
     state.parts += 1
     first_step = state.step
-    tuner = ThreadTuner(threads or (0 if task.thread_invariant and not ranks.parallel else 1))
+    fixed = threads or (0 if task.thread_invariant and not ranks.parallel else 1)
+    tuner = ThreadTuner(fixed, partial(_set_threads, task.step))
     quiet = quiet or not ranks.lead
     watch = DivergenceWatch(task.model, config)
     try:
@@ -138,6 +141,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
         raise PipelineError(f"{exc}; {_last_good(run, state)}") from None
     steps = state.step - first_step
     exchange = _exchange_seconds(task.step, steps) if ranks.parallel else {}
+    step_kind = task.step.kind
     task.step = None  # the optimizer's moments, two thirds of the training memory
     if not ranks.lead:
         return {"run": run.name, "rank": ranks.rank}
@@ -150,6 +154,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
             "epochs": state.epoch,
             "best_epoch": state.best_epoch or state.epoch,
             "stopped_early": state.stopped_early,
+            "step": step_kind,  # the step that trained: "kernel", "fused" or "autograd"
             "steps": state.step,
             "samples": state.samples,
             "train_seconds": round(state.train_seconds, 2),
@@ -235,6 +240,13 @@ def _last_good(run: Run, state: TrainState) -> str:
 
 def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
+
+
+def _set_threads(step, threads: int) -> None:
+    """torch's intra-op threads, and the lanes of a kernel step (``core.lanes``)."""
+    torch.set_num_threads(threads)
+    if hasattr(step, "set_threads"):
+        step.set_threads(threads)
 
 
 def _train_epoch(

@@ -91,7 +91,7 @@ def gradients(
         ("left", layout.left, anchor, grad_anchor),
         (right_name, layout.right, right_ids, right_grads),
     ):
-        for source, source_rows, share in _sources(table, name, rows):
+        for source, source_rows, share in sources(table, name, rows):
             found_rows, found_grads = parts.setdefault(source, ([], []))
             found_rows.append(source_rows)
             found_grads.append(grad * share if share != 1 else grad)
@@ -115,7 +115,7 @@ def _vectors(table: nn.Embedding | SideEmbedding, ids: torch.Tensor) -> torch.Te
     return table.weight.index_select(0, ids) if isinstance(table, nn.Embedding) else table(ids)
 
 
-def _sources(
+def sources(
     table: nn.Embedding | SideEmbedding, name: str, ids: torch.Tensor
 ) -> list[tuple[str, torch.Tensor, float]]:
     """The parameter rows the vectors of ``ids`` average, as (name, rows, share):

@@ -1,12 +1,15 @@
-"""The pair models' steps: two implementations of one objective.
+"""The pair models' steps: three implementations of one objective.
 
 Both compute :func:`recsys_stream.core.losses.objective` (each pair's loss
 against targets its weight makes, shared or per-row negatives, L2 on the
 touched rows) and return the batch's mean loss without the L2 term:
 
-- :class:`FusedStep`, for models whose score is a pair layout: closed-form
-  gradients (:mod:`recsys_stream.pairs.fused`) and the lazy Adam on the touched rows
-  (:mod:`recsys_stream.core.optim`).
+- :class:`~recsys_stream.pairs.kernel_step.KernelStep`, for models whose score
+  is a pair layout, the default: the objective's gradients and the lazy Adam
+  in compiled loops (:mod:`recsys_stream.core.kernels`).
+- :class:`FusedStep`, for the same models, the kernel's reference: closed-form
+  gradients in torch operations (:mod:`recsys_stream.pairs.fused`) and the
+  lazy Adam on the touched rows (:mod:`recsys_stream.core.optim`).
 - :class:`AutogradStep`, for any pair model: ``loss.backward()`` through the
   model's ``logits``, with :class:`~recsys_stream.core.steps.SparseDenseAdam`.
   Slower, general.
@@ -21,6 +24,7 @@ from recsys_stream.core.losses import LOSSES, Loss, objective_terms
 from recsys_stream.core.optim import DistinctRows, Gradients, GradientStep, LazyAdam, OptimizerState
 from recsys_stream.core.steps import SparseDenseAdam, Step, choose_step
 from recsys_stream.pairs.fused import gradients, layout_parameters
+from recsys_stream.pairs.kernel_step import KernelStep
 from recsys_stream.pairs.models import PairModel
 from recsys_stream.pairs.stream import Batch
 
@@ -86,10 +90,11 @@ class AutogradStep(OptimizerState, PairStep):
 
 
 def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
-    """The step ``config.step`` names; ``auto``: fused when the model has a layout."""
+    """The step ``config.step`` names; ``auto``: the kernel when the model has a layout."""
     loss = LOSSES[config.labels]
-
-    def build(step: type[PairStep]):
-        return lambda: step(model, loss, config.l2, max_weight)
-
-    return choose_step(model, config, build(FusedStep), build(AutogradStep))
+    steps = {"kernel": KernelStep, "fused": FusedStep, "autograd": AutogradStep}
+    builders = {
+        kind: (lambda step=step: step(model, loss, config.l2, max_weight))
+        for kind, step in steps.items()
+    }
+    return choose_step(model, config, builders)

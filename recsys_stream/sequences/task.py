@@ -91,7 +91,7 @@ class SequenceTask(Task):
         )
         self.rows = data.rows
         self.samples = data.positions - (data.rows if self.next_item else 0)
-        self.step = choose_step(self.model, config, None, lambda: TermsStep(self.model))
+        self.step = choose_step(self.model, config, {"autograd": lambda: TermsStep(self.model)})
 
     def save(self, run: Run) -> None:
         """model.pt and embeddings.parquet (the input vectors of the items)."""

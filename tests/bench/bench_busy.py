@@ -6,7 +6,7 @@ Each measurement runs with 0, 1 and 2 other processes spinning in a busy
 loop (one Python ``while True`` each, killed afterwards) on this 2-core
 machine:
 
-- ``train`` (MF with bias, 2 epochs) with the thread count chosen by
+- ``train`` (MF with bias, 2 epochs; each of ``--steps``) with the thread count chosen by
   measurement (the default), fixed at 2 (torch's default, the trainer's
   behaviour before) and fixed at 1: samples/s over the training steps, in
   ``--repeats`` rounds of the three, since runs a minute apart differ by
@@ -75,20 +75,24 @@ def main() -> None:
         default=2,
         help="rounds of the three trainings a load (runs vary ~10%%)",
     )
+    parser.add_argument("--steps", default="auto", help="the training steps, comma-separated")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "busy", "products": args.products}
     for load in (int(n) for n in args.loads.split(",")):
-        for repeat, (threads, label) in itertools.product(
-            range(args.repeats), ((0, "chosen"), (2, "2"), (1, "1"))
+        for repeat, step, (threads, label) in itertools.product(
+            range(args.repeats), args.steps.split(","), ((0, "chosen"), (2, "2"), (1, "1"))
         ):
             with busy(load):
                 name = f"busy-{load}-{label}"
-                summary = train_run(data, "mf_bias-continuous", name, epochs=2, threads=threads)
+                summary = train_run(
+                    data, "mf_bias-continuous", name, epochs=2, threads=threads, step=step
+                )
             line = {
                 **tag,
                 "what": "train",
                 "load": load,
+                "step": summary["step"],
                 "threads": label,
                 "repeat": repeat,
                 "samples_per_s": summary["samples_per_s"],

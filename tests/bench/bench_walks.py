@@ -132,10 +132,11 @@ VARIANTS = {
 }
 
 
-def project_skipgram(data: Path, vals: dict, tokens: int, seed: int) -> list[dict]:
+def project_skipgram(data: Path, vals: dict, tokens: int, seed: int, step: str) -> list[dict]:
     lines = []
     for number, (method, extra) in enumerate(VARIANTS.items()):
         options = dict(epochs=1, window=WINDOW, negative_power=0.75, smoothing=0.0, dim=DIM)
+        options["step"] = step
         name = f"bench-skipgram-{number}-{seed}"
         summary = train_run(data, "skipgram-binary", name, **options, **extra, seed=seed)
         model, _, _ = load_run(data / "runs" / name)
@@ -143,6 +144,7 @@ def project_skipgram(data: Path, vals: dict, tokens: int, seed: int) -> list[dic
         lines += [
             {
                 "method": method,
+                "step": summary["step"],
                 "seed": seed,
                 "scorer": scorer,
                 **all_and_cold(vals, score),
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the walks stage")
     parser.add_argument("--epoch-only", action="store_true", help="walks and one epoch, end to end")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds of the skip-grams")
+    parser.add_argument("--steps", default="auto", help="the project's steps, comma-separated")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "epoch" if args.epoch_only else "walks", "products": args.products}
@@ -198,9 +201,10 @@ def main() -> None:
     size = pq.ParquetFile(data / "vocab.parquet").metadata.num_rows
     tokens = int(read_walks(data).size)
     for seed in (int(s) for s in args.seeds.split(",")):
-        for line in gensim_word2vec(data, vals, size, tokens, seed) + project_skipgram(
-            data, vals, tokens, seed
-        ):
+        lines = gensim_word2vec(data, vals, size, tokens, seed)
+        for step in args.steps.split(","):
+            lines += project_skipgram(data, vals, tokens, seed, step)
+        for line in lines:
             print(json.dumps({**tag, "what": "skipgram", **line}), flush=True)
 
 

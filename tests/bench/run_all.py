@@ -48,9 +48,12 @@ RUNS = [
     ("epoch", ["bench_walks.py", "--products", "2000000", "--epoch-only"]),
     ("ratings", ["bench_ratings.py"]),
     ("movielens", ["bench_movielens.py"]),
+    ("movielens-speed", ["bench_movielens.py", "--speed"]),
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
     ("kernels", ["bench_kernels.py", "--steps", "300", "--repeats", "3"]),
+    ("steps", ["bench_steps.py", "--products", "100000", "--dims", "32,128"]),
+    ("steps", ["bench_steps.py", "--products", "2000000", "--dims", "32"]),
     ("distributed", ["bench_distributed.py", "--products", "500000", "--epochs", "1"]),
     (
         "distributed",
@@ -123,8 +126,10 @@ def render(results: list[dict]) -> str:
             "epoch",
             "ratings",
             "movielens",
+            "movielens-speed",
             "sequences",
             "kernels",
+            "steps",
             "distributed",
             "spark",
         )
@@ -259,8 +264,9 @@ def render(results: list[dict]) -> str:
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
+    out += render_movielens_speed(of["movielens-speed"])
     out += render_sequences(of["sequences"])
-    out += render_kernels(of["kernels"])
+    out += render_kernels(of["kernels"]) + render_steps(of["steps"])
     out += render_distributed(of["distributed"]) + render_spark(of["spark"])
     return "\n".join(out)
 
@@ -399,20 +405,29 @@ def render_busy(results: list[dict]) -> list[str]:
         "",
     ]
     loads = sorted({r["load"] for r in results})
+    steps = dict.fromkeys(r.get("step", "fused") for r in results if r["what"] == "train")
+    picks = [
+        (f"train ({step} step), {label}, samples/s", "train", step, threads)
+        for step in steps
+        for label, threads in (
+            ("threads chosen by measurement (default)", "chosen"),
+            ("2 threads", "2"),
+            ("1 thread", "1"),
+        )
+    ]
+    picks += [
+        ("similar, 1,000 lookups, s", "similar", None, None),
+        ("pairs stage, s", "pairs", None, None),
+    ]
     rows = []
-    for label, pick in (
-        ("train, threads chosen by measurement (default), samples/s", ("train", "chosen")),
-        ("train, 2 threads (torch's default), samples/s", ("train", "2")),
-        ("train, 1 thread, samples/s", ("train", "1")),
-        ("similar, 1,000 lookups, s", ("similar", None)),
-        ("pairs stage, s", ("pairs", None)),
-    ):
+    for label, what, step, threads in picks:
         cells = []
         for load in loads:
             found = [
                 r
                 for r in results
-                if r["what"] == pick[0] and r["load"] == load and r.get("threads") == pick[1]
+                if (r["what"], r["load"], r.get("threads")) == (what, load, threads)
+                and (step is None or r.get("step", "fused") == step)
             ]
             cells.append(_mean_and_range([r.get("samples_per_s") or r["seconds"] for r in found]))
         rows.append([label, *cells])
@@ -626,6 +641,24 @@ def render_movielens(results: list[dict]) -> list[str]:
     return out
 
 
+def render_movielens_speed(results: list[dict]) -> list[str]:
+    """mf_bias on each step against Surprise's SVD (bench_movielens.py --speed)."""
+    if not results:
+        return []
+    out = [
+        "",
+        "**Ratings a second against Surprise** (MovieLens 100K, fold 1, 32 factors, 20 "
+        "epochs; seeds 42 and 43):",
+        "",
+    ]
+    rows = []
+    for key in dict.fromkeys((r["method"], r.get("threads", 1)) for r in results):
+        mine = [r for r in results if (r["method"], r.get("threads", 1)) == key]
+        rmse = _mean([r["rmse"] for r in mine])
+        rows.append([*key, _mean_and_range([r["ratings_per_s"] for r in mine]), rmse])
+    return out + table(["method", "threads", "ratings/s", "RMSE"], rows)
+
+
 def render_sequences(results: list[dict]) -> list[str]:
     """Sequence models against mf_bias and the next-item baselines (bench_sequences.py)."""
     out = []
@@ -731,6 +764,28 @@ def render_kernels(results: list[dict]) -> list[str]:
         )
     header = ["kernel", "samples/s", "range", "first call s", "weights vs torch"]
     return out + table(header, rows)
+
+
+def render_steps(results: list[dict]) -> list[str]:
+    """The kernel step against the torch fused step (bench_steps.py): samples/s, the
+    repeats' mean and range, per catalog, dim, step and thread count."""
+    if not results:
+        return []
+    out = [
+        "",
+        "**The training steps** (MF with bias, binary labels, 2,048 anchors with a positive "
+        "and 5 negatives a step, uniform products; the step alone, no stream):",
+        "",
+    ]
+    rows = []
+    for key in dict.fromkeys((r["products"], r["dim"], r["step"], r["threads"]) for r in results):
+        mine = [
+            r["samples_per_s"]
+            for r in results
+            if (r["products"], r["dim"], r["step"], r["threads"]) == key
+        ]
+        rows.append([f"{key[0]:,}", key[1], key[2], key[3], _mean_and_range(mine)])
+    return out + table(["products", "dim", "step", "threads", "samples/s"], rows)
 
 
 def render_distributed(results: list[dict]) -> list[str]:
