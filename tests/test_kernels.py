@@ -14,11 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
 from recsys_stream.core.optim import DistinctRows
 from recsys_stream.pairs.fused import gradients
 from recsys_stream.pairs.kernel_step import KernelStep
-from recsys_stream.pairs.steps import FusedStep
+from recsys_stream.pairs.steps import FusedStep, make_step
 from recsys_stream.pairs.stream import Batch
 from recsys_stream.ratings.fused import FusedRatingStep, KernelRatingStep
 from recsys_stream.ratings.models import build_rating_model
@@ -160,3 +161,17 @@ def test_the_rating_kernel_gives_the_same_bits_on_one_thread_and_two(name):
         assert steps[0](batch, 0.05) == steps[1](batch, 0.05)
     for a, b in zip(*(model.state_dict().values() for model in models)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shared_negatives", "chosen"),
+    [
+        ("mf_bias", 0, "kernel"),
+        ("skipgram", 0, "kernel"),
+        ("mf_bias", 32, "fused"),  # the torch step's matrix product is faster there
+        ("mf_bias+side", 0, "fused"),  # as it is with side information
+    ],
+)
+def test_auto_takes_the_kernel_where_it_is_the_faster_step(kind, shared_negatives, chosen):
+    config = TrainConfig(shared_negatives=shared_negatives)
+    assert make_step(fresh(kind), config, 2.0).kind == chosen

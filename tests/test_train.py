@@ -125,7 +125,7 @@ def test_training_with_shared_negatives_learns_and_repeats_itself(planted):
     config = TrainConfig(shared_negatives=32, **FAST)
     summary = train(planted, config, name="shared", quiet=True)
     assert summary["auc_seen"] > summary["popularity_auc_seen"] and summary["auc_all"] > 0.75
-    assert summary["step"] == "kernel"  # --step auto's choice for a model with a layout
+    assert summary["step"] == "fused"  # --step auto's choice with shared negatives
     train(planted, config, name="shared-again", quiet=True)
     first, second = (load_run(planted / "runs" / n)[0] for n in ("shared", "shared-again"))
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):

@@ -13,9 +13,9 @@ saved in checkpoints. Each kind builds its own (``pairs.steps``,
   and AdamW on its dense parameters, for steps through ``backward()``.
 - :class:`TermsStep`: ``backward()`` through a model's ``terms(batch)`` (its
   loss and penalty): the autograd step of rating and sequence models.
-- :func:`choose_step`: the compiled kernel step (``core.kernels``) where the
-  model has a layout, unless ``--step`` says otherwise, refused in one line
-  where it has none.
+- :func:`choose_step`: a compiled step (the kernel of ``core.kernels`` or a
+  torch fused step, as the kind prefers) where the model has a layout,
+  unless ``--step`` says otherwise, refused in one line where it has none.
 """
 
 from __future__ import annotations
@@ -100,13 +100,13 @@ class TermsStep(OptimizerState):
 
 def choose_step(model, config: TrainConfig, builders: dict[str, Callable[[], Step]]) -> Step:
     """The step ``config.step`` names, built by its factory in ``builders`` (by kind:
-    ``kernel``, ``fused``, ``autograd``). ``auto``: the compiled kernel when ``model`` has a
-    layout and the kind has one, else the torch fused step, else autograd; a step the model
-    or its kind does not have is refused in one line."""
+    ``kernel``, ``fused``, ``autograd``). ``auto``: when ``model`` has a layout, the first
+    of ``builders``' compiled steps (the kind orders them, fastest first), else autograd;
+    a step the model or its kind does not have is refused in one line."""
     kind = config.step
     has_layout = model.layout() is not None
     if kind == "auto":
-        compiled = [k for k in ("kernel", "fused") if k in builders and has_layout]
+        compiled = [k for k in builders if k != "autograd" and has_layout]
         kind = compiled[0] if compiled else "autograd"
     if kind not in builders or (kind != "autograd" and not has_layout):
         raise PipelineError(f"--model {config.model} has no {kind} step; use --step autograd")

@@ -46,9 +46,7 @@ class KernelStep:
         self.params = layout_parameters(layout)
         self.optimizer = LazyAdam(self.params)
         self.shared_table = layout.right is layout.left
-        self.plain = isinstance(layout.left, nn.Embedding) and isinstance(
-            layout.right, nn.Embedding
-        )
+        self.plain = self.plain_layout(layout)
         products = _products(layout.left)
         self.dim = layout.left.embedding_dim if self.plain else layout.left.own.embedding_dim
         self.width = self.dim + 3 if self.shared_table else 2 * self.dim + 3
@@ -56,6 +54,11 @@ class KernelStep:
         self.distinct = DistinctRows(max(p.shape[0] for p in self.params.values()))
         self.lanes = Lanes()
         self._reserve(0)
+
+    @staticmethod
+    def plain_layout(layout) -> bool:
+        """Whether both sides of ``layout`` are plain tables (no side information)."""
+        return isinstance(layout.left, nn.Embedding) and isinstance(layout.right, nn.Embedding)
 
     def set_threads(self, threads: int) -> None:
         self.lanes.set_threads(threads)

@@ -5,9 +5,11 @@ against targets its weight makes, shared or per-row negatives, L2 on the
 touched rows) and return the batch's mean loss without the L2 term:
 
 - :class:`~recsys_stream.pairs.kernel_step.KernelStep`, for models whose score
-  is a pair layout, the default: the objective's gradients and the lazy Adam
-  in compiled loops (:mod:`recsys_stream.core.kernels`).
-- :class:`FusedStep`, for the same models, the kernel's reference: closed-form
+  is a pair layout, the default for plain tables with per-row negatives: the
+  objective's gradients and the lazy Adam in compiled loops
+  (:mod:`recsys_stream.core.kernels`).
+- :class:`FusedStep`, for the same models, the kernel's reference and the
+  default with shared negatives or side information: closed-form
   gradients in torch operations (:mod:`recsys_stream.pairs.fused`) and the
   lazy Adam on the touched rows (:mod:`recsys_stream.core.optim`).
 - :class:`AutogradStep`, for any pair model: ``loss.backward()`` through the
@@ -90,11 +92,18 @@ class AutogradStep(OptimizerState, PairStep):
 
 
 def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
-    """The step ``config.step`` names; ``auto``: the kernel when the model has a layout."""
-    loss = LOSSES[config.labels]
+    """The step ``config.step`` names; ``auto``: for a model with a layout, the kernel, or
+    the torch fused step where that measured faster end to end (2026-12-07: skip-gram at
+    20k products, 268k against 197k walk tokens a second with shared negatives, 161k
+    against 99k with side information too): with shared negatives, whose scores the
+    torch step takes as one matrix product, and with side information, whose vectors
+    the kernel leaves to torch operations."""
+    loss, layout = LOSSES[config.labels], model.layout()
+    side_info = layout is not None and not KernelStep.plain_layout(layout)
+    order = ("fused", "kernel") if config.shared_negatives or side_info else ("kernel", "fused")
     steps = {"kernel": KernelStep, "fused": FusedStep, "autograd": AutogradStep}
     builders = {
-        kind: (lambda step=step: step(model, loss, config.l2, max_weight))
-        for kind, step in steps.items()
+        kind: (lambda step=steps[kind]: step(model, loss, config.l2, max_weight))
+        for kind in (*order, "autograd")
     }
     return choose_step(model, config, builders)

@@ -123,7 +123,7 @@ def gensim_word2vec(data: Path, vals: dict, size: int, tokens: int, seed: int) -
 # targets'), and that with brand, category and price vectors.
 SHARED = {"shared_negatives": 32, "batch_size": 8192}
 VARIANTS = {
-    "recsys-stream skipgram": {},
+    "recsys-stream skipgram": {"shared_negatives": 0, "batch_size": 2048},
     "recsys-stream skipgram, shared negatives": SHARED,
     "recsys-stream skipgram, shared negatives, side info": {
         **SHARED,
@@ -132,9 +132,13 @@ VARIANTS = {
 }
 
 
-def project_skipgram(data: Path, vals: dict, tokens: int, seed: int, step: str) -> list[dict]:
+def project_skipgram(
+    data: Path, vals: dict, tokens: int, seed: int, step: str, variants: set[int] | None
+) -> list[dict]:
     lines = []
     for number, (method, extra) in enumerate(VARIANTS.items()):
+        if variants is not None and number not in variants:
+            continue
         options = dict(epochs=1, window=WINDOW, negative_power=0.75, smoothing=0.0, dim=DIM)
         options["step"] = step
         name = f"bench-skipgram-{number}-{seed}"
@@ -180,6 +184,7 @@ def main() -> None:
     parser.add_argument("--epoch-only", action="store_true", help="walks and one epoch, end to end")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds of the skip-grams")
     parser.add_argument("--steps", default="auto", help="the project's steps, comma-separated")
+    parser.add_argument("--variants", help="the project's skip-grams, by number (default: all)")
     args = parser.parse_args()
     data = dataset(args.products, args.workdir)
     tag = {"bench": "epoch" if args.epoch_only else "walks", "products": args.products}
@@ -202,8 +207,9 @@ def main() -> None:
     tokens = int(read_walks(data).size)
     for seed in (int(s) for s in args.seeds.split(",")):
         lines = gensim_word2vec(data, vals, size, tokens, seed)
+        variants = {int(n) for n in args.variants.split(",")} if args.variants else None
         for step in args.steps.split(","):
-            lines += project_skipgram(data, vals, tokens, seed, step)
+            lines += project_skipgram(data, vals, tokens, seed, step, variants)
         for line in lines:
             print(json.dumps({**tag, "what": "skipgram", **line}), flush=True)
 
