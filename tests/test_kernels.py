@@ -20,7 +20,6 @@ from recsys_stream.core.optim import DistinctRows
 from recsys_stream.pairs.fused import gradients
 from recsys_stream.pairs.kernel_step import KernelStep
 from recsys_stream.pairs.steps import FusedStep, make_step
-from recsys_stream.pairs.stream import Batch
 from recsys_stream.ratings.fused import FusedRatingStep, KernelRatingStep
 from recsys_stream.ratings.models import build_rating_model
 from recsys_stream.ratings.stream import RatingBatch
@@ -89,20 +88,6 @@ def test_one_thread_and_two_give_the_same_bits(kind, shared):
         assert steps[0](batch, 0.05) == steps[1](batch, 0.05)
     for a, b in zip(*(model.state_dict().values() for model in models)):
         assert torch.equal(a, b)
-
-
-def test_the_kernel_touches_only_the_batch_rows(kind):
-    model = fresh(kind, vocab=1000)
-    before = {name: t.weight.detach().clone() for name, t in model.tables().items()}
-    batch = Batch(torch.tensor([1, 2]), torch.tensor([[3, 4], [5, 6]]), torch.ones(2))
-    KernelStep(model, LOSSES["binary"], 0.1, 1.0)(batch, 0.1)
-    products = torch.arange(1, 7)
-    for name, table in model.tables().items():
-        changed = set((table.weight != before[name]).any(1).nonzero().flatten().tolist())
-        table_of, _, feature = name.partition(".features.")
-        codes = getattr(model, table_of).get_buffer(f"codes_{feature}") if feature else None
-        assert changed <= set((products if codes is None else codes[products]).tolist()), name
-        assert changed, name
 
 
 def rating_model(name: str):

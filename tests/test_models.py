@@ -24,6 +24,7 @@ from recsys_stream.core.losses import LOSSES, objective, objective_terms
 from recsys_stream.core.optim import DistinctRows
 from recsys_stream.core.train import train
 from recsys_stream.pairs.fused import gradients, layout_parameters
+from recsys_stream.pairs.kernel_step import KernelStep
 from recsys_stream.pairs.models import MODELS, SideTables, build_model
 from recsys_stream.pairs.steps import AutogradStep, FusedStep
 from recsys_stream.pairs.stream import Batch, PairStream
@@ -194,10 +195,11 @@ def test_shared_negatives_are_per_row_negatives_when_every_row_has_the_same(kind
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_a_step_touches_only_the_batch_rows(kind):
+@pytest.mark.parametrize("compiled", [KernelStep, FusedStep])
+def test_a_step_touches_only_the_batch_rows(kind, compiled):
     model = build(kind, 1000, 8, init_std=0.1, seed=0)
     before = {name: t.weight.detach().clone() for name, t in model.tables().items()}
-    step = FusedStep if model.layout() is not None else AutogradStep
+    step = compiled if model.layout() is not None else AutogradStep
     batch = Batch(torch.tensor([1, 2]), torch.tensor([[3, 4], [5, 6]]), torch.ones(2))
     step(model, LOSSES["binary"], 0.1, 1.0)(batch, 0.1)
     products = torch.arange(1, 7)

@@ -166,6 +166,15 @@ def _loss_parts(logit, target, loss):
 
 
 @njit(**JIT)
+def _columns(d, width):
+    """Where a gradient buffer row of ``width`` keeps each part, for vectors of ``d``:
+    (two tables, right vector, bias, left count, right count); see ``pair_lane``."""
+    two = width == 2 * d + 3
+    bias_at = 2 * d if two else d
+    return two, d if two else 0, bias_at, bias_at + 1, bias_at + 2 if two else bias_at + 1
+
+
+@njit(**JIT)
 def pair_lane(
     left, right, bias, offset, anchor, others, target, shared, shared_weight, loss, inv_total,
     slot, grad, begin, end,
@@ -185,10 +194,7 @@ def pair_lane(
     and its global-bias gradient.
     """
     d = left.shape[1]
-    two = grad.shape[1] == 2 * d + 3
-    right_at, bias_at = (d, 2 * d) if two else (0, d)
-    count_at = bias_at + 1
-    right_count_at = count_at + 1 if two else count_at
+    _, right_at, bias_at, count_at, right_count_at = _columns(d, grad.shape[1])
     has_bias = bias.shape[0] > 0
     negatives = _shared_rows(right, bias, has_bias, shared, slot)
     shared_slots, _, _, _, shared_grad, shared_bias_grad, _ = negatives
@@ -343,10 +349,7 @@ def pair_apply(
     side only.
     """
     d = left.shape[1]
-    two = grads.shape[2] == 2 * d + 3
-    bias_at = 2 * d if two else d
-    count_at = bias_at + 1
-    right_count_at = count_at + 1 if two else count_at
+    two, _, bias_at, count_at, right_count_at = _columns(d, grads.shape[2])
     g = np.empty(grads.shape[2], np.float32)
     for s in range(begin, end):
         if s + AHEAD < end:
@@ -384,10 +387,7 @@ def pair_collect(vectors_left, vectors_right, grads, rows, slot, n, decay, out):
     rows [left d | right d | bias] of ``out``, for the step to route to its tables;
     the slots freed."""
     d = vectors_left.shape[1]
-    two = grads.shape[2] == 2 * d + 3
-    bias_at = 2 * d if two else d
-    count_at = bias_at + 1
-    right_count_at = count_at + 1 if two else count_at
+    two, _, bias_at, count_at, right_count_at = _columns(d, grads.shape[2])
     g = np.empty(grads.shape[2], np.float32)
     for s in range(n):
         _sum_lanes(grads, s, g)
