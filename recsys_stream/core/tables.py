@@ -16,7 +16,7 @@ import mmap
 
 import torch
 
-HUGE_PAGES_FROM = 2 << 20  # bytes; below this a table fits the TLB's reach anyway
+HUGE_PAGES_FROM = 32 << 20  # bytes; below this a table fits the TLB's reach anyway
 
 
 def zeros(*shape: int) -> torch.Tensor:
