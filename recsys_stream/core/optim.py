@@ -105,12 +105,18 @@ class LazyAdam:
         }
         self.steps = 0
 
+    def advance(self, lr: float) -> tuple[float, float, float, float]:
+        """Count a step; its bias-corrected step size at ``lr``, the betas and eps (what
+        an update needs, here or in the compiled kernels)."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        size = lr * (1 - beta2**self.steps) ** 0.5 / (1 - beta1**self.steps)
+        return size, beta1, beta2, self.eps
+
     @torch.no_grad()
     def step(self, rows: dict[str, tuple[torch.Tensor, torch.Tensor]], lr: float) -> None:
         """Apply one batch's gradients (name: distinct rows and their gradients) at ``lr``."""
-        self.steps += 1
-        beta1, beta2 = self.betas
-        step_size = lr * (1 - beta2**self.steps) ** 0.5 / (1 - beta1**self.steps)
+        step_size, beta1, beta2, _ = self.advance(lr)
         for name, (index, grad) in rows.items():
             param, moments = self.params[name], self.moments[name]
             width = param.shape[1]

@@ -89,8 +89,7 @@ class KernelStep:
             self.optimizer.step(gradients.rows, lr)
             return gradients.loss
         n, loss, global_grad, total = self._accumulate(batch)
-        self.optimizer.steps += 1
-        size, b1, b2, eps = self._adam_constants(lr)
+        size, b1, b2, eps = (np.float32(x) for x in self.optimizer.advance(lr))
         left, left_moments = self._arrays("left")
         right, right_moments = self._arrays("left" if self.shared_table else "right")
         bias, bias_moments = self._arrays("bias")
@@ -207,12 +206,6 @@ class KernelStep:
         if "bias" in self.params:
             found["bias"] = (ids, per_slot[:, -1:])
         return found
-
-    def _adam_constants(self, lr: float) -> tuple[np.float32, ...]:
-        beta1, beta2 = self.optimizer.betas
-        steps = self.optimizer.steps
-        size = lr * (1 - beta2**steps) ** 0.5 / (1 - beta1**steps)
-        return tuple(np.float32(x) for x in (size, beta1, beta2, self.optimizer.eps))
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()

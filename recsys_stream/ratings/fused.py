@@ -148,11 +148,7 @@ class KernelRatingStep:
     def __call__(self, batch, lr: float) -> float:
         """Update the model from ``batch`` at ``lr``; the batch's mean squared error."""
         touched, loss, decay = self._accumulate(batch)
-        self.optimizer.steps += 1
-        beta1, beta2 = self.optimizer.betas
-        steps = self.optimizer.steps
-        size = np.float32(lr * (1 - beta2**steps) ** 0.5 / (1 - beta1**steps))
-        constants = (size, np.float32(beta1), np.float32(beta2), np.float32(self.optimizer.eps))
+        constants = tuple(np.float32(x) for x in self.optimizer.advance(lr))
         for name, count in touched.items():
 
             def apply(_lane: int, begin: int, end: int, name: str = name) -> None:
