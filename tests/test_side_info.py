@@ -16,8 +16,13 @@ from pipeline.pairs import build_pairs
 from pipeline.parse import parse
 from pipeline.side_info import PRICE_BUCKETS, parse_features, side_info
 from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.losses import LOSSES
 from recsys_stream.core.train import train
 from recsys_stream.core.trained import load_run
+from recsys_stream.pairs.kernel_step import KernelStep
+from recsys_stream.pairs.models import SideTables, build_model
+from recsys_stream.pairs.steps import AutogradStep, FusedStep
+from tests.test_models import build, random_batch
 
 # Eight catalog products; each lists two others, H also one outside the catalog (Z).
 CATALOG = [
@@ -114,12 +119,49 @@ def test_products_without_train_pairs_get_vectors_from_their_metadata(cold):
     never = torch.from_numpy(np.flatnonzero(~in_train))
     assert len(never) > 10
     table = model.embedding
+    features = ("brand", "category", "price")
+    codes = [table.get_buffer(f"codes_{f}")[never].long() for f in features]
+    known = [(c != 0).float()[:, None] for c in codes]
     parts = [table.own.weight[never]] + [
-        table.features[f].weight[table.get_buffer(f"codes_{f}")[never]]
-        for f in ("brand", "category", "price")
+        table.features[f].weight[c] * k for f, c, k in zip(features, codes, known)
     ]
     vectors = model.query_vectors().detach()[never]
-    torch.testing.assert_close(vectors, sum(parts) / 4)  # the mean of its own and its features'
+    # the mean of its own row and its known features' rows
+    torch.testing.assert_close(vectors, sum(parts) / (1 + sum(known)))
     # Their own rows never trained (initialised at std 0.01, shrunk by smoothing): the
     # metadata makes their vectors.
     assert parts[0].norm(dim=1).max() < 0.1 * vectors.norm(dim=1).min()
+
+
+def test_an_unknown_value_adds_nothing_to_a_product_vector():
+    generator = torch.Generator().manual_seed(0)
+    codes = {"brand": torch.tensor([0, 2, 0, 1]), "category": torch.tensor([0, 1, 3, 0])}
+    model = build_model("mf_bias", 4, 6, 0.1, 0, SideTables({"brand": 3, "category": 4}, codes))
+    table = model.embedding
+    for feature in table.features.values():
+        feature.weight.data.normal_(generator=generator)
+    own, brand, category = (
+        table.own.weight,
+        table.features["brand"].weight,
+        table.features["category"].weight,
+    )
+    vectors = table(torch.arange(4)).detach()
+    torch.testing.assert_close(vectors[0], own[0])  # nothing known: its own row
+    torch.testing.assert_close(vectors[1], (own[1] + brand[2] + category[1]) / 3)
+    torch.testing.assert_close(vectors[2], (own[2] + category[3]) / 2)
+    torch.testing.assert_close(vectors[3], (own[3] + brand[1]) / 2)
+
+
+@pytest.mark.parametrize("step", [KernelStep, FusedStep, AutogradStep])
+@pytest.mark.parametrize("kind", ["mf_bias+side", "skipgram+side"])
+def test_the_rows_of_unknown_values_are_never_trained(kind, step):
+    model = build(kind, 40, 8, init_std=0.1, seed=0)
+    table = model.layout().left if model.layout() else model.embedding
+    before = {name: t.weight[0].clone() for name, t in table.features.items()}
+    train_step = step(model, LOSSES["binary"], 0.1, 2.0)
+    for seed in range(5):
+        train_step(random_batch(seed), 0.1)
+    for name, feature in table.features.items():
+        assert (table.codes(name) == 0).any() and (table.codes(name) != 0).any()
+        assert torch.equal(feature.weight[0], before[name]), name
+        assert not torch.equal(feature.weight[1:], feature.weight[1:] * 0), name

@@ -133,12 +133,12 @@ def register_pairs(anchor, others, shared, slot, rows, flags):
 
 
 @njit(**JIT)
-def gather_rows(table, rows, flags, mask, n, out):
-    """``out[s] = table[rows[s]]`` for the first ``n`` slots whose flags meet ``mask`` (0:
+def gather_rows(table, rows, flags, mask, begin, end, out):
+    """``out[s] = table[rows[s]]`` for slots ``begin:end`` whose flags meet ``mask`` (0:
     all): one forward sweep of the table, whose reads the processor overlaps, where the
     samples would read it at random."""
-    for s in range(n):
-        if s + AHEAD < n:
+    for s in range(begin, end):
+        if s + AHEAD < end:
             _prefetch(table, rows[s + AHEAD])
         if mask == 0 or flags[s] & mask:
             for x in range(table.shape[1]):

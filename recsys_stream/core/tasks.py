@@ -45,6 +45,7 @@ class Task:
     step: Step
     stream: IterableDataset
     rows: int  # rows an epoch streams (the schedule's steps follow from it)
+    batch_size: int  # rows a step takes: --batch-size, or chosen (config.batch_for)
     samples: int  # samples an epoch, as the loss counts them (the progress bar's total)
     identity: dict[str, str]  # what a run's checkpoint and model must match (Run.identity)
     default_name: str  # the run's name unless --name gives one

@@ -29,7 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.memory import peak_rss_mb
 from pipeline.progress import progress
-from recsys_stream.core import distributed, heap, runs
+from recsys_stream.core import distributed, heap, prefetch, runs
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.distributed import DistributedStep, Ranks
 from recsys_stream.core.divergence import Diverged, DivergenceWatch
@@ -100,7 +100,7 @@ def train(
 
 def _distribute(task: Task, ranks: Ranks) -> None:
     """Make ``task`` one rank's: its share of the stream, its step summed over the ranks."""
-    distributed.check_batch(task.config.batch_size, ranks.world)
+    distributed.check_batch(task.batch_size, ranks.world)
     task.step = DistributedStep(task.step, ranks)
     task.stream.shard(ranks.rank, ranks.world)
 
@@ -141,7 +141,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
         raise PipelineError(f"{exc}; {_last_good(run, state)}") from None
     steps = state.step - first_step
     exchange = _exchange_seconds(task.step, steps) if ranks.parallel else {}
-    step_kind = task.step.kind
+    step_kind, batch_size = task.step.kind, task.batch_size
     task.step = None  # the optimizer's moments, two thirds of the training memory
     if not ranks.lead:
         return {"run": run.name, "rank": ranks.rank}
@@ -155,6 +155,7 @@ def _train(task: Task, ranks: Ranks, name, resume, quiet, threads, started) -> d
             "best_epoch": state.best_epoch or state.epoch,
             "stopped_early": state.stopped_early,
             "step": step_kind,  # the step that trained: "kernel", "fused" or "autograd"
+            "batch_size": batch_size,  # the rows a step took (--batch-size 0 chooses)
             "steps": state.step,
             "samples": state.samples,
             "train_seconds": round(state.train_seconds, 2),
@@ -262,14 +263,15 @@ def _train_epoch(
     at each of which ``watch`` checks the window's loss and the weights."""
     config = task.config
     task.stream.set_epoch(epoch)
-    # Without workers the stream is read as it is: a DataLoader would yield the
-    # same batches at a cost of tens of microseconds each (its profiling hooks).
+    # Without workers the stream's batches are made on a thread beside the step
+    # (core.prefetch): a DataLoader would yield the same batches at a cost of
+    # tens of microseconds each (its profiling hooks) and a copy between processes.
     loader = (
         DataLoader(task.stream, batch_size=None, num_workers=config.workers, prefetch_factor=4)
         if config.workers
-        else task.stream
+        else prefetch.ahead(task.stream)
     )
-    steps_per_epoch = math.ceil(task.rows / config.batch_size)
+    steps_per_epoch = math.ceil(task.rows / task.batch_size)
     points = curve_points(steps_per_epoch, config.eval_every)
     losses, samples, ticked = [], 0, time.perf_counter()
     with progress(task.samples, "samples", f"epoch {epoch + 1}/{config.epochs}", quiet) as bar:

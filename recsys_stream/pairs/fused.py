@@ -21,6 +21,24 @@ from recsys_stream.core.losses import Loss
 from recsys_stream.core.optim import DistinctRows, Gradients, row_sums
 from recsys_stream.pairs.models import PairLayout, SideEmbedding
 
+# The inner dimension of a matrix product, at most, that the product is computed
+# along in one piece. Over a longer one the BLAS splits the sum between threads
+# (seen with AVX-512: the (N, B) x (B, d) product of the shared negatives'
+# gradients, B = 2,048, gave other bits on two threads than on one); pieces of
+# this length, summed in order, give the same bits on any count.
+PRODUCT_PIECE = 256
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with its inner dimension in PRODUCT_PIECE pieces, summed in order."""
+    inner = a.shape[1]
+    if inner <= PRODUCT_PIECE:
+        return a @ b
+    total = a[:, :PRODUCT_PIECE] @ b[:PRODUCT_PIECE]
+    for start in range(PRODUCT_PIECE, inner, PRODUCT_PIECE):
+        total += a[:, start : start + PRODUCT_PIECE] @ b[start : start + PRODUCT_PIECE]
+    return total
+
 
 @torch.no_grad()
 def gradients(
@@ -67,7 +85,7 @@ def gradients(
     ids, grads = [flat], [grad_others]
     if shared is not None:
         es = _vectors(layout.right, shared)  # (N, d)
-        share = ea @ es.T  # (B, N)
+        share = _product(ea, es.T)  # (B, N)
         if bias is not None:
             share += anchor_bias
             share += bias.index_select(0, shared)[None, :]
@@ -76,9 +94,9 @@ def gradients(
         part, dshare = loss.value_and_grad(share, torch.zeros_like(share))
         weight = shared_weight * share.numel() / total
         value, dshare = value + part * weight, dshare.mul_(weight)
-        grad_anchor += (dshare @ es).add_(ea, alpha=decay * len(shared) * shared_weight)
+        grad_anchor += _product(dshare, es).add_(ea, alpha=decay * len(shared) * shared_weight)
         ids.append(shared)
-        grads.append((dshare.T @ ea).add_(es, alpha=decay * len(anchor) * shared_weight))
+        grads.append(_product(dshare.T, ea).add_(es, alpha=decay * len(anchor) * shared_weight))
         per_sample[0] = per_sample[0] + dshare.sum(1)
         per_sample.append(dshare.sum(0))
         # per anchor first: one sum over all B x N splits across threads, and its bits with them
@@ -94,7 +112,7 @@ def gradients(
         for source, source_rows, share in sources(table, name, rows):
             found_rows, found_grads = parts.setdefault(source, ([], []))
             found_rows.append(source_rows)
-            found_grads.append(grad * share if share != 1 else grad)
+            found_grads.append(grad if share is None else grad * share)
     found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     distinct_of = {}  # (ids of the row tensors): DistinctRows' answer, reused by the bias
     for source, (source_rows, source_grads) in parts.items():
@@ -117,14 +135,19 @@ def _vectors(table: nn.Embedding | SideEmbedding, ids: torch.Tensor) -> torch.Te
 
 def sources(
     table: nn.Embedding | SideEmbedding, name: str, ids: torch.Tensor
-) -> list[tuple[str, torch.Tensor, float]]:
-    """The parameter rows the vectors of ``ids`` average, as (name, rows, share):
-    the table's own, or a side table's own and its features' (``name.feature``)."""
+) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """The parameter rows the vectors of ``ids`` average, as (name, rows, shares): the
+    table's own (shares None: all of it), or a side table's own and its features'
+    (``name.feature``), each row's share of its vector as a column (0 for an unknown
+    code, whose row the vector does not read)."""
     if isinstance(table, nn.Embedding):
-        return [(name, ids, 1.0)]
-    share = 1 / (1 + len(table.features))
-    codes = [(f"{name}.{f}", table.codes(f)[ids].long(), share) for f in table.features]
-    return [(name, ids, share), *codes]
+        return [(name, ids, None)]
+    share = table.shares(ids)
+    found = [(name, ids, share)]
+    for feature in table.features:
+        codes, known = table.known(feature, ids)
+        found.append((f"{name}.{feature}", codes, share * known))
+    return found
 
 
 def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:

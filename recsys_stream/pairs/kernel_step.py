@@ -162,19 +162,20 @@ class KernelStep:
         """Each slot's vectors and bias as the step begins: the tables' rows, or with side
         information the means of the rows each vector averages."""
         rows, flags = self.rows, self.flags
-        if "bias" in self.params:
-            kernels.gather_rows(self._arrays("bias")[0], rows, flags, BOTH, n, self.biases)
+        copies = [("bias", BOTH, self.biases)] if "bias" in self.params else []
         if self.plain:
             if self.shared_table:
-                kernels.gather_rows(
-                    self._arrays("left")[0], rows, flags, BOTH, n, self.vectors_left
-                )
+                copies.append(("left", BOTH, self.vectors_left))
             else:
-                for name, side, out in (
-                    ("left", kernels.LEFT, self.vectors_left),
-                    ("right", kernels.RIGHT, self.vectors_right),
-                ):
-                    kernels.gather_rows(self._arrays(name)[0], rows, flags, side, n, out)
+                copies.append(("left", kernels.LEFT, self.vectors_left))
+                copies.append(("right", kernels.RIGHT, self.vectors_right))
+
+        def gather(_lane: int, begin: int, end: int) -> None:
+            for name, side, out in copies:
+                kernels.gather_rows(self._arrays(name)[0], rows, flags, side, begin, end, out)
+
+        self.lanes.run(gather, n)
+        if self.plain:
             return
         ids = torch.from_numpy(rows[:n])
         with torch.no_grad():
@@ -198,7 +199,7 @@ class KernelStep:
             for source, source_rows, share in sources(table, name, rows):
                 found_rows, found_grads = parts.setdefault(source, ([], []))
                 found_rows.append(source_rows)
-                found_grads.append(grad * share if share != 1 else grad)
+                found_grads.append(grad if share is None else grad * share)
         found = {
             source: row_sums(self.distinct(torch.cat(rows)), torch.cat(grads))
             for source, (rows, grads) in parts.items()

@@ -5,11 +5,11 @@ against targets its weight makes, shared or per-row negatives, L2 on the
 touched rows) and return the batch's mean loss without the L2 term:
 
 - :class:`~recsys_stream.pairs.kernel_step.KernelStep`, for models whose score
-  is a pair layout, the default for plain tables with per-row negatives: the
+  is a pair layout, the default for plain tables: the
   objective's gradients and the lazy Adam in compiled loops
   (:mod:`recsys_stream.core.kernels`).
 - :class:`FusedStep`, for the same models, the kernel's reference and the
-  default with shared negatives or side information: closed-form
+  default with side information: closed-form
   gradients in torch operations (:mod:`recsys_stream.pairs.fused`) and the
   lazy Adam on the touched rows (:mod:`recsys_stream.core.optim`).
 - :class:`AutogradStep`, for any pair model: ``loss.backward()`` through the
@@ -93,14 +93,14 @@ class AutogradStep(OptimizerState, PairStep):
 
 def make_step(model: PairModel, config: TrainConfig, max_weight: float) -> Step:
     """The step ``config.step`` names; ``auto``: for a model with a layout, the kernel, or
-    the torch fused step where that measured faster end to end (2026-12-07: skip-gram at
-    20k products, 268k against 197k walk tokens a second with shared negatives, 161k
-    against 99k with side information too): with shared negatives, whose scores the
-    torch step takes as one matrix product, and with side information, whose vectors
-    the kernel leaves to torch operations."""
+    the torch fused step with side information, whose vectors the kernel leaves to torch
+    operations and where the torch step measured faster end to end (skip-gram, 20k
+    products, 2026-12-07: 211k-234k against the kernel's 193k-213k walk tokens a second;
+    with plain tables and shared negatives the kernel won, 378k-395k against 284k-324k,
+    and 276k-292k against 229k-235k at 100k products)."""
     loss, layout = LOSSES[config.labels], model.layout()
     side_info = layout is not None and not KernelStep.plain_layout(layout)
-    order = ("fused", "kernel") if config.shared_negatives or side_info else ("kernel", "fused")
+    order = ("fused", "kernel") if side_info else ("kernel", "fused")
     steps = {"kernel": KernelStep, "fused": FusedStep, "autograd": AutogradStep}
     builders = {
         kind: (lambda step=steps[kind]: step(model, loss, config.l2, max_weight))

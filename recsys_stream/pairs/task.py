@@ -11,6 +11,7 @@ validation arrays and bounded buffers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from pipeline.contracts import TRAIN, VOCAB, WALKS, check_lineage, parse_feature
 from pipeline.errors import PipelineError
 from pipeline.side_info import side_info
 from recsys_stream.core import runs
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import TrainConfig, batch_for
 from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.runs import Run
 from recsys_stream.core.tasks import TASKS, Task, check_memory, check_model
@@ -47,7 +48,13 @@ class PairTask(Task):
         self.config = config
         self.data = data = open_training_data(data_dir)
         self.directory = data.directory
-        check_memory(data.vocab_size, config, f"{data.vocab_size:,} products")
+        self.stream, self.rows = _stream(config, data)
+        self.batch_size = self.stream.batch_size
+        check_memory(
+            data.vocab_size,
+            replace(config, batch_size=self.batch_size),
+            f"{data.vocab_size:,} products",
+        )
         self.identity = {
             "vocab_sha256": runs.file_sha256(data.vocab),
             "pairs_id": data.pairs_id,
@@ -63,7 +70,6 @@ class PairTask(Task):
             _side(config, data),
         )
         self.model.configure(config)
-        self.stream, self.rows = _stream(self.model, config, data)
         if self.model.inputs == "walks":  # skip-gram's run also depends on the walks it read
             self.identity["walks_id"] = walks_of(data.directory / WALKS)[2]["walks_id"]
         self.samples = self.rows * (1 + config.negatives)
@@ -160,20 +166,22 @@ def _side(config: TrainConfig, data: TrainingData) -> SideTables | None:
     return SideTables(side.sizes, codes)
 
 
-def _stream(model, config: TrainConfig, data: TrainingData):
+def _stream(config: TrainConfig, data: TrainingData):
     """The batches the model learns from, and the positive pairs an epoch holds.
 
     Pair models read train.parquet; skip-gram reads walks.parquet (made from
-    the same split), its negatives drawn by walk frequency.
+    the same split), its negatives drawn by walk frequency. The batch size is
+    ``--batch-size``, or chosen from the epoch's pairs (``config.batch_for``).
     """
-    if model.inputs == "walks":
+    if MODELS[config.model].inputs == "walks":
         path = data.directory / WALKS
         count, length, _ = walks_of(path)  # refuses a missing or malformed file
         check_lineage("split_id", data.train, path)
+        rows = expected_pairs(count, length, config.window)
         frequency = walk_frequency(path, data.vocab_size)
         stream = WalkStream(
             path,
-            config.batch_size,
+            batch_for(config, rows),
             NegativeSampler(frequency, config.negative_power),
             config.negatives,
             config.window,
@@ -181,10 +189,10 @@ def _stream(model, config: TrainConfig, data: TrainingData):
             config.shuffle_groups,
             config.shared_negatives,
         )
-        return stream, expected_pairs(count, length, config.window)
+        return stream, rows
     stream = PairStream(
         data.train,
-        config.batch_size,
+        batch_for(config, data.train_rows),
         NegativeSampler(data.degree, config.negative_power),
         config.negatives,
         config.seed,

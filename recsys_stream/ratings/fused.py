@@ -189,7 +189,7 @@ class KernelRatingStep:
         )
         touched = {"user": users, "item": items}
         for name, n in touched.items():
-            kernels.gather_rows(self.arrays[name][0], rows[name], NO_FLAGS, 0, n, starts[name])
+            kernels.gather_rows(self.arrays[name][0], rows[name], NO_FLAGS, 0, 0, n, starts[name])
         inverse = np.float32(1 / count)
 
         def lane(number: int, begin: int, end: int) -> float:

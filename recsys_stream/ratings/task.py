@@ -12,6 +12,7 @@ val ratings with their predictions, for the report's figures).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from pipeline.contracts import ITEMS, split_names, stamps
 from pipeline.errors import PipelineError
 from recsys_stream.core import runs
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import TrainConfig, batch_for
 from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
@@ -50,17 +51,18 @@ class RatingTask(Task):
         self.config = config
         self.data = data = open_rating_data(data_dir, config.fold)
         self.directory = data.directory
+        self.batch_size = batch_for(config, data.train_rows)
         check_memory(
-            data.users + data.items, config, f"{data.users:,} users and {data.items:,} items"
+            data.users + data.items,
+            replace(config, batch_size=self.batch_size),
+            f"{data.users:,} users and {data.items:,} items",
         )
         self.identity = {"ratings_id": data.ratings_id, "split_id": data.split_id}
         self.default_name = config.model + (f"-fold{config.fold}" if config.fold else "")
         self.model = build_rating_model(
             config.model, data.users, data.items, data.low, data.high, config
         )
-        self.stream = RatingStream(
-            data.train, config.batch_size, config.seed, config.shuffle_groups
-        )
+        self.stream = RatingStream(data.train, self.batch_size, config.seed, config.shuffle_groups)
         self.rows = self.samples = data.train_rows
         self.step = make_rating_step(self.model, config)
         self.probe = data.val.sample(config.eval_sample, config.seed)

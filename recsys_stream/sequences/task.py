@@ -26,6 +26,7 @@ a large catalogue costs users x items x state.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ import torch
 from pipeline.contracts import ITEMS, NEXT_TRAIN, SEQUENCES_TRAIN, ranges, split_names
 from pipeline.errors import PipelineError
 from recsys_stream.core import runs
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import TrainConfig, batch_for
 from recsys_stream.core.divergence import check_finite
 from recsys_stream.core.modes import evaluating
 from recsys_stream.core.runs import Run
@@ -72,6 +73,8 @@ class SequenceTask(Task):
         self.config = config
         self.data = data = open_sequence_data(data_dir, self.next_item)
         self.directory = data.directory
+        self.batch_size = batch_for(config, data.rows)
+        config = replace(config, batch_size=self.batch_size)  # for the memory checks
         check_memory(data.items * (2 if self.next_item else 1), config, f"{data.items:,} items")
         if self.next_item and not config.negatives:
             _check_softmax(data.items, data.max_length, config)
@@ -81,7 +84,7 @@ class SequenceTask(Task):
         )
         self.stream = SequenceStream(
             data.train,
-            config.batch_size,
+            self.batch_size,
             config.seed,
             config.shuffle_groups,
             padding=self.model.padding,
