@@ -73,7 +73,7 @@ def test_help_lists_each_models_defaults():
     text = " ".join(commands.choices["train"].format_help().split())
     assert "(default: 5; ratings: 20; sequences: 20; next-item: 20; skipgram: 1)" in text
     assert "(default: continuous; skipgram: binary)" in text
-    assert "(default: 2048; ratings: 1024; sequences: 64; next-item: 64; skipgram: 8192)" in text
+    assert "(default: 0; ratings: 1024; sequences: 64; next-item: 64; skipgram: 8192)" in text
     assert (
         "skipgram (--model skipgram): labels binary, epochs 1, negative-power 0.75, "
         "smoothing 0.0, shared-negatives 32, batch-size 8192" in text

@@ -160,6 +160,10 @@ def _protocol_note(variants: dict[str, dict]) -> list[str]:
     ]
 
 
+# Defaults whose value alone would not say what they do (config.batch_for).
+SHOWN = {"batch_size": "0 (chosen from the train pairs: up to 2048)"}
+
+
 def _settings_table(variants: dict[str, dict]) -> list[str]:
     """Per run: its config where it differs from the defaults, its protocol and seed."""
     defaults = TrainConfig().to_dict()
@@ -176,7 +180,7 @@ def _settings_table(variants: dict[str, dict]) -> list[str]:
             f"{run['summary'].get('negative_protocol', '–')} | {config.get('seed', '–')} |"
         )
     defaults_text = ", ".join(  # the options of product pairs (each field's kinds)
-        f"{f.name.replace('_', '-')} {str(f.default) or 'none'}"
+        f"{f.name.replace('_', '-')} {SHOWN.get(f.name, str(f.default)) or 'none'}"
         for f in dataclasses.fields(TrainConfig)
         if "pairs" in f.metadata["kinds"]
         and f.name not in ("eval_sample", "workers", "shuffle_groups")
