@@ -142,10 +142,9 @@ def sources(
     code, whose row the vector does not read)."""
     if isinstance(table, nn.Embedding):
         return [(name, ids, None)]
-    share = table.shares(ids)
+    features, share = table.parts(ids)
     found = [(name, ids, share)]
-    for feature in table.features:
-        codes, known = table.known(feature, ids)
+    for feature, codes, known in features:
         found.append((f"{name}.{feature}", codes, share * known))
     return found
 

@@ -88,25 +88,25 @@ class SideEmbedding(nn.Module):
         """(V,) each product's code of ``feature``: its row of that feature's table."""
         return getattr(self, f"codes_{feature}")
 
-    def known(self, feature: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The codes of ``feature`` of ``ids`` (int64) and (..., 1) 1.0 where known, else 0."""
-        codes = self.codes(feature)[ids].long()
-        return codes, (codes != 0).unsqueeze(-1).to(self.own.weight.dtype)
-
-    def shares(self, ids: torch.Tensor) -> torch.Tensor:
-        """(..., 1): the share of each of a product's rows in its vector, 1 / (1 + the
-        features it has)."""
+    def parts(self, ids: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """The rows the vectors of ``ids`` average: per feature (name, codes as int64,
+        (..., 1) 1.0 where the code is known, else 0), and (..., 1) the share of each
+        of a product's rows in its vector, 1 / (1 + the features it has)."""
         count = torch.ones(*ids.shape, 1, dtype=self.own.weight.dtype)
+        found = []
         for name in self.features:
-            count += self.known(name, ids)[1]
-        return 1 / count
+            codes = self.codes(name)[ids].long()
+            known = (codes != 0).unsqueeze(-1).to(count.dtype)
+            count += known
+            found.append((name, codes, known))
+        return found, 1 / count
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        features, share = self.parts(ids)
         total = self.own(ids)
-        for name, table in self.features.items():
-            codes, known = self.known(name, ids)
-            total = total + table(codes) * known
-        return total * self.shares(ids)
+        for name, codes, known in features:
+            total = total + self.features[name](codes) * known
+        return total * share
 
     @property
     def weight(self) -> torch.Tensor:
