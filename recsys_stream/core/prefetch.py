@@ -20,7 +20,7 @@ from typing import TypeVar
 
 Item = TypeVar("Item")
 
-DEPTH = 2  # batches made ahead: one being stepped on, one ready, one being made
+DEPTH = 2  # batches waiting made for the step, at most (and a third being made)
 _DONE = object()  # the producer's last item: the stream has ended
 
 

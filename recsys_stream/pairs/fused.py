@@ -109,10 +109,7 @@ def gradients(
         ("left", layout.left, anchor, grad_anchor),
         (right_name, layout.right, right_ids, right_grads),
     ):
-        for source, source_rows, share in sources(table, name, rows):
-            found_rows, found_grads = parts.setdefault(source, ([], []))
-            found_rows.append(source_rows)
-            found_grads.append(grad if share is None else grad * share)
+        spread(parts, table, name, rows, grad)
     found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     distinct_of = {}  # (ids of the row tensors): DistinctRows' answer, reused by the bias
     for source, (source_rows, source_grads) in parts.items():
@@ -133,20 +130,27 @@ def _vectors(table: nn.Embedding | SideEmbedding, ids: torch.Tensor) -> torch.Te
     return table.weight.index_select(0, ids) if isinstance(table, nn.Embedding) else table(ids)
 
 
-def sources(
-    table: nn.Embedding | SideEmbedding, name: str, ids: torch.Tensor
-) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
-    """The parameter rows the vectors of ``ids`` average, as (name, rows, shares): the
-    table's own (shares None: all of it), or a side table's own and its features'
-    (``name.feature``), each row's share of its vector as a column (0 for an unknown
-    code, whose row the vector does not read)."""
-    if isinstance(table, nn.Embedding):
-        return [(name, ids, None)]
-    features, share = table.parts(ids)
-    found = [(name, ids, share)]
-    for feature, codes, known in features:
-        found.append((f"{name}.{feature}", codes, share * known))
-    return found
+def spread(
+    parts: dict[str, tuple[list, list]],
+    table: nn.Embedding | SideEmbedding,
+    name: str,
+    ids: torch.Tensor,
+    grad: torch.Tensor,
+) -> None:
+    """Add to ``parts`` (parameter name: its rows, their gradient rows) the rows the
+    vectors of ``ids`` average with their shares of ``grad``, the vectors' gradients:
+    the table's own rows (``name``), or a side table's own and its features'
+    (``name.feature``; an unknown code's row gets a share of 0, as the vector does
+    not read it)."""
+    found = [(name, ids, None)]
+    if not isinstance(table, nn.Embedding):
+        features, share = table.parts(ids)
+        found = [(name, ids, share)]
+        found += [(f"{name}.{f}", codes, share * known) for f, codes, known in features]
+    for source, rows, share in found:
+        source_rows, source_grads = parts.setdefault(source, ([], []))
+        source_rows.append(rows)
+        source_grads.append(grad if share is None else grad * share)
 
 
 def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:

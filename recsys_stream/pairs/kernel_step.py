@@ -26,7 +26,7 @@ from recsys_stream.core import kernels
 from recsys_stream.core.lanes import Lanes
 from recsys_stream.core.losses import Loss
 from recsys_stream.core.optim import DistinctRows, Gradients, LazyAdam, row_sums
-from recsys_stream.pairs.fused import layout_parameters, sources
+from recsys_stream.pairs.fused import layout_parameters, spread
 from recsys_stream.pairs.models import PairModel
 from recsys_stream.pairs.stream import Batch
 
@@ -195,11 +195,7 @@ class KernelStep:
             ]
         parts: dict[str, tuple[list, list]] = {}
         for name, table, grad, touched in sides:
-            rows, grad = ids[touched], grad[touched]
-            for source, source_rows, share in sources(table, name, rows):
-                found_rows, found_grads = parts.setdefault(source, ([], []))
-                found_rows.append(source_rows)
-                found_grads.append(grad if share is None else grad * share)
+            spread(parts, table, name, ids[touched], grad[touched])
         found = {
             source: row_sums(self.distinct(torch.cat(rows)), torch.cat(grads))
             for source, (rows, grads) in parts.items()
