@@ -26,6 +26,12 @@ its train file).
   val, the nearest whole number to val_prop of that user's ratings (a user
   with one rating keeps it in train at val_prop 0.2): what a sequence model
   needs.
+- ``order``: the first ratings in the raw file's order go to val, the
+  nearest whole number to val_prop of them; with ``--folds K``, fold k's val
+  is the k-th of K consecutive blocks. This is how MovieLens 100K's
+  ``mku.sh`` cuts ``u.data`` into its published splits: u1.test is its
+  first 20,000 lines (``--by order``, val_prop 0.2), u1..u5 its five blocks
+  (``--by order --folds 5``).
 - ``folds``: in each row group, a seeded permutation deals the rows to the K
   folds in turn, so fold sizes differ by at most one a row group.
 
@@ -68,7 +74,7 @@ from pipeline.options import QuietOptions, argument, option, seed_option
 from pipeline.progress import progress
 from pipeline.stage import StageRun
 
-SPLITS = ("random", "time")
+SPLITS = ("random", "time", "order")
 BUCKET_ROWS = 1 << 20  # ratings a shuffle or user bucket holds, about
 ROW_GROUP_ROWS = 1 << 18
 # work files of the time split: a user bucket's ratings, with their row in ratings.parquet
@@ -85,7 +91,8 @@ class SplitRatingsOptions(QuietOptions):
     data_dir: str = argument("dataset directory holding ratings.parquet", metavar="dir")
     by: str = option(
         "random",
-        "random: a seeded share of the ratings; time: each user's latest share",
+        "random: a seeded share of the ratings; time: each user's latest share; order: the "
+        "file's first share (with --folds, consecutive blocks: MovieLens 100K's u1..u5)",
         choices=SPLITS,
     )
     val_prop: float = option(0.2, "share held out for validation", above=0, below=1)
@@ -115,23 +122,26 @@ def split_ratings(
         names = split_names(folds)
         _remove_other_splits(data_dir, names)
         work = run.work("split-ratings-work")
-        if folds:
+        if by == "order":
+            part = _in_order(source.metadata.num_rows, val_prop, folds)
+        elif folds:
             part = _dealt(source, folds, seed)
         elif by == "random":
             part = _random(source, val_prop, seed)
         else:
             part = _latest(source, val_prop, sizes[0], work)
+        layout = "folds" if folds and by == "random" else by  # ordered folds stay "order"
         counts = _counts(source, part, parts, sizes)
         buckets = _shuffled_buckets(source, part, work, seed)
         facts = {
             "ratings_id": ratings_id,
             "split_id": split_id,
-            "split_by": "folds" if folds else by,
+            "split_by": layout,
         }
         stats = _write(data_dir, names, buckets, seed, counts, folds, facts, quiet)
         stats.update(
             {
-                "by": "folds" if folds else by,
+                "by": layout,
                 "val_prop": None if folds else val_prop,
                 "folds": folds,
                 "seed": seed,
@@ -161,8 +171,10 @@ def _check_options(by: str, val_prop: float, folds: int, seed: int) -> None:
         raise PipelineError(f"--val-prop must be between 0 and 1, got {val_prop!r}")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
         raise PipelineError(f"--folds must be 0 (no folds) or at least 2, got {folds!r}")
-    if folds and by != "random":
-        raise PipelineError("--folds deals ratings at random; it cannot be used with --by time")
+    if folds and by == "time":
+        raise PipelineError(
+            "--folds deals ratings at random or in file order; it cannot be used with --by time"
+        )
     check_seed(seed)
 
 
@@ -198,6 +210,16 @@ def _dealt(source: pq.ParquetFile, folds: int, seed: int) -> np.ndarray:
         order = np.random.default_rng([seed, group]).permutation(rows)
         part[first + order] = np.arange(rows) % folds
         first += rows
+    return part
+
+
+def _in_order(rows: int, val_prop: float, folds: int) -> np.ndarray:
+    """Each rating's part in file order: 1 (val) for the first share of the ratings, or
+    with ``folds`` the block of K consecutive ones it falls in."""
+    if folds:
+        return (np.arange(rows, dtype=np.int64) * folds // rows).astype(np.int8)
+    part = np.zeros(rows, dtype=np.int8)
+    part[: int(rows * val_prop + 0.5)] = 1
     return part
 
 

@@ -124,11 +124,16 @@ def _other_defaults() -> dict[str, tuple[str, dict]]:
         "ratings": "a ratings dataset",
         "sequences": sequences,
         "next-item": f"{sequences} --task next-item",
-        **{model: f"--model {model}" for model in MODEL_DEFAULTS},
     }
+    by_model = {}
+    for kind, models in MODEL_DEFAULTS.items():
+        for model, values in models.items():
+            elsewhere = any(model in task_class(k).models for k in KIND_DEFAULTS if k != kind)
+            selected[model] = f"--model {model}" + (f" on a {kind} dataset" if elsewhere else "")
+            by_model[model] = values
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     others = {}
-    for name, values in {**KIND_DEFAULTS, **MODEL_DEFAULTS}.items():
+    for name, values in {**KIND_DEFAULTS, **by_model}.items():
         differ = {key: value for key, value in values.items() if value != fields[key]}
         if differ:
             others[name] = (selected[name], differ)

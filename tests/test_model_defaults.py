@@ -51,9 +51,10 @@ def resolve(tmp_path, monkeypatch):
 
 def test_model_skipgram_alone_trains_what_the_make_target_ran(resolve):
     assert resolve("--model", "skipgram") == TrainConfig(model="skipgram", **MAKE_TARGET)
-    # Every other model keeps the fields' defaults.
+    # MF without bias has two of its own (PLAIN_MF_DEFAULTS); every other model keeps
+    # the fields' defaults.
+    assert resolve("--model", "mf") == TrainConfig(model="mf", negatives=1, smoothing=0.5)
     assert resolve() == TrainConfig()
-    assert resolve("--model", "mf") == TrainConfig(model="mf")
     assert resolve("--model", "mf_two_tables", "--epochs", "2") == TrainConfig(
         model="mf_two_tables", epochs=2
     )
@@ -79,6 +80,7 @@ def test_help_lists_each_models_defaults():
         "smoothing 0.0, shared-negatives 32, batch-size 8192" in text
     )
     assert "ratings (a ratings dataset): epochs 20, batch-size 1024, lr 0.005, l2 0.1" in text
+    assert "mf (--model mf on a pairs dataset): negatives 1, smoothing 0.5" in text
     assert "embedding size (default: 32)" in text  # only defaults that differ are listed
 
 
@@ -105,6 +107,12 @@ def test_the_make_targets_pass_skipgram_only_its_name_and_the_users_settings(tmp
     given = skipgram_commands(copy, "EPOCHS=3", "BATCH_SIZE=4096")
     expected = ["--model", "skipgram", "--epochs", "3", "--batch-size", "4096"]
     assert given["skipgram-binary"] == expected
+
+
+def test_mf_takes_its_own_defaults_on_pairs_only():
+    assert TrainConfig.defaults("pairs", model="mf").negatives == 1
+    ratings = TrainConfig.defaults("ratings", model="mf")
+    assert (ratings.negatives, ratings.smoothing) == (TrainConfig.negatives, TrainConfig.smoothing)
 
 
 def test_the_reports_defaults_line_lists_only_the_options_of_pairs(tmp_path):

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -120,6 +121,33 @@ def test_fused_gradients_equal_autograds(model):
         untouched = torch.ones(len(expected), dtype=torch.bool)
         untouched[rows] = False
         assert not expected[untouched].any()
+
+
+def test_svdpp_adds_the_items_each_user_rated_in_train(tmp_path):
+    """svdpp is mf_bias with p_u + |N(u)|^-1/2 sum_j y_j, N(u) the user's train items;
+    its penalty adds sum_j |y_j|^2 to each rating's touched rows."""
+    train_file = tmp_path / "train.parquet"
+    pairs = {"user": [1, 0, 2, 1], "item": [2, 3, 1, 0]}  # user 3 has no train rating
+    pq.write_table(pa.table({k: pa.array(v, pa.int32()) for k, v in pairs.items()}), train_file)
+    model = build_rating_model("svdpp", 4, 4, 1.0, 5.0, config("svdpp", dim=3, init_std=0.3))
+    model.read_train(train_file)
+    assert model.history.tolist() == [3, 0, 2, 1] and model.offsets.tolist() == [0, 1, 3, 4, 4]
+    rated = {0: [3], 1: [0, 2], 2: [1], 3: []}
+    p, q, y = model.user.weight, model.item.weight, model.implicit.weight
+    user, item = torch.tensor([0, 1, 1, 2, 3, 3]), torch.tensor([0, 1, 3, 2, 0, 3])
+    expected, squares = [], []
+    for u, i in zip(user.tolist(), item.tolist()):
+        implicit = sum((y[j] for j in rated[u]), torch.zeros(3)) / max(len(rated[u]), 1) ** 0.5
+        logit = (p[u, :3] + implicit) @ q[i, :3] + p[u, 3] + q[i, 3]
+        expected.append(torch.sigmoid(logit) * 5 + 0.5)  # over the widened range, 0.5 to 5.5
+        norms = sum((y[j].square().sum() for j in rated[u]), torch.zeros(()))
+        squares.append(p[u].square().sum() + q[i].square().sum() + norms)
+    rating = torch.tensor([1.0, 2, 3, 4, 5, 1])
+    data, penalty = model.terms(RatingBatch(user, item, rating))
+    with torch.no_grad():
+        assert torch.allclose(model(user, item), torch.stack(expected), atol=1e-6)
+        assert data.item() == pytest.approx((torch.stack(expected) - rating).square().mean().item())
+        assert penalty.item() == pytest.approx(model.l2 * torch.stack(squares).mean().item())
 
 
 class TestRatingModelContract(ModelContract):

@@ -68,8 +68,8 @@ def test_each_run_has_its_results_and_settings(dataset):
         assert f"| {s['auc_all']:.4f} | {s['auc_seen']:.4f} | {cold} | {s['pr_auc']:.4f} |" in row
     assert "| plain | epochs 2, batch-size 256, eval-sample 1000 | products | 42 |" in lines
     assert (
-        "| small | model mf, labels binary, epochs 2, dim 8, batch-size 256, eval-sample 1000 "
-        "| products | 42 |" in lines
+        "| small | model mf, labels binary, epochs 2, dim 8, negatives 5, batch-size 256, "
+        "smoothing 0.9, eval-sample 1000 | products | 42 |" in lines
     )
     assert any("`products`: drawn from the distinct val products" in line for line in lines)
 

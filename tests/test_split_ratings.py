@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,58 @@ def test_folds_are_disjoint_complete_and_balanced(dataset):
     assert stats["by"] == "folds" and len(stats["files"]) == 8
 
 
+def test_order_split_holds_out_the_files_first_ratings(dataset):
+    stats = split_ratings(dataset, by="order", val_prop=0.2, quiet=True)
+    train, val = rows(dataset / "ratings-train.parquet"), rows(dataset / "ratings-val.parquet")
+    held = int(len(everything(dataset)) * 0.2 + 0.5)
+    assert sorted(val) == sorted(everything(dataset)[:held])
+    assert sorted(train) == sorted(everything(dataset)[held:])
+    assert stats["by"] == "order" and stats["files"]["ratings-val.parquet"]["rows"] == held
+
+
+def test_ordered_folds_are_consecutive_blocks(dataset):
+    stats = split_ratings(dataset, by="order", folds=4, quiet=True)
+    ordered = everything(dataset)
+    edges = [-(-len(ordered) * k // 4) for k in range(5)]  # row r falls in block 4r // rows
+    for k in range(1, 5):
+        val = rows(dataset / f"ratings-val-fold{k}.parquet")
+        assert sorted(val) == sorted(ordered[edges[k - 1] : edges[k]])
+    assert stats["by"] == "order" and stats["folds"] == 4
+
+
+def test_movielens_100k_order_split_is_the_archives_u1():
+    """recbole's ml-100k.inter keeps u.data's line order, so ``--by order`` makes mku.sh's
+    u1.base and u1.test (u1.test: u.data's first 20,000 lines, sorted by user and item)."""
+    recbole = pytest.importorskip(
+        "recbole", reason="bench-only: make .venv/.recsys-stream-bench-installed"
+    )
+    raw = Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    assert raw.read_text().splitlines()[1:4] == [
+        "196\t242\t3\t881250949",  # u.data's first lines
+        "186\t302\t3\t891717742",
+        "22\t377\t1\t878887116",
+    ]
+    out = Path(tempfile.mkdtemp())
+    try:
+        ratings(raw, out, scale="1:5", quiet=True)
+        stats = split_ratings(out, by="order", val_prop=0.2, quiet=True)
+        keys = {
+            name: pq.read_table(out / f"{name}s.parquet").column("key").to_pylist()
+            for name in ("user", "item")
+        }
+        test = sorted(
+            (int(keys["user"][u]), int(keys["item"][i]), int(r), t)
+            for u, i, r, t in rows(out / "ratings-val.parquet")
+        )
+    finally:
+        shutil.rmtree(out)
+    assert stats["files"]["ratings-train.parquet"]["rows"] == 80_000
+    assert stats["files"]["ratings-val.parquet"]["rows"] == 20_000
+    assert stats["files"]["ratings-val.parquet"]["unseen_items"] == 32  # items only in u1.test
+    assert test[:2] == [(1, 6, 5, 887431973), (1, 10, 3, 875693118)]  # u1.test's first lines
+    assert len({u for u, *_ in test}) == 459 and len({i for _, i, *_ in test}) == 1410
+
+
 def test_seen_flags_match_the_train_file(dataset):
     split_ratings(dataset, val_prop=0.5, seed=1, quiet=True)
     train = pq.read_table(dataset / "ratings-train.parquet")
@@ -113,7 +167,7 @@ def test_same_seed_same_files_and_another_seed_others(dataset):
 
 def test_bad_options_are_one_line_errors(dataset, tmp_path):
     for options, message in [
-        ({"by": "user"}, "--by must be one of random, time"),
+        ({"by": "user"}, "--by must be one of random, time, order"),
         ({"val_prop": 1.0}, "--val-prop must be between 0 and 1"),
         ({"folds": 1}, "--folds must be 0 \\(no folds\\) or at least 2"),
         ({"folds": 3, "by": "time"}, "cannot be used with --by time"),

@@ -29,7 +29,7 @@ from recsys_stream.report import current_runs, finished_runs, report
 from recsys_stream.similar import similar
 
 TINY = dict(epochs=1, dim=4, batch_size=256, eval_sample=500)
-MF = TrainConfig(model="mf", labels="binary", **TINY)
+MF = TrainConfig.defaults("pairs", model="mf", labels="binary", **TINY)
 MF_COMMAND = "--model mf --labels binary --epochs 1 --dim 4 --batch-size 256 --eval-sample 500"
 
 

@@ -284,11 +284,12 @@ def test_smoothing_changes_only_the_final_vectors(planted):
 # process told to use AVX2 (ATEN_CPU_CAPABILITY), on any machine that has it;
 # the compiled kernel, whose sums along a row the compiler vectorises for the
 # processor, is compiled for Haswell's AVX2 (NUMBA_CPU_NAME) likewise. Even so
-# an AVX-512 host gives other bits (some library under torch follows the
-# processor whatever ATEN_CPU_CAPABILITY says: MKL's settings changed them, but
-# none gave the AVX2 host's), so each kind of host has its digests: the AVX2
-# ones as they were, the AVX-512 ones taken on 2026-12-07, the same from that
-# day's commit and the one before.
+# some library under torch follows the processor whatever ATEN_CPU_CAPABILITY
+# says (MKL's settings changed the bits, but none gave the AVX2 host's), and on
+# its vendor too: an Intel host with AVX-512 gave a second set of digests
+# (2026-12-07), an AMD EPYC with AVX-512 the AVX2 host's. So each case has the
+# digests of the hosts seen, and a run must give one of them: a change of
+# result gives neither.
 GOLDEN_BY_HOST = {
     "AVX2": {
         ("fused", "mf", "binary"): "4b9e2e8097a37435",
@@ -300,7 +301,7 @@ GOLDEN_BY_HOST = {
         ("kernel", "mf_bias", "binary"): "66dc1158c8053d82",
         ("kernel", "mf_bias", "continuous"): "1b1cdda838cfe6f7",
     },
-    "AVX512": {
+    "Intel AVX-512": {
         ("fused", "mf", "binary"): "64bc0ba725818677",
         ("fused", "mf", "continuous"): "d00187617cf7bb29",
         ("fused", "mf_bias", "binary"): "7b5a842fa02aaf64",
@@ -311,8 +312,8 @@ GOLDEN_BY_HOST = {
         ("kernel", "mf_bias", "continuous"): "5efd071ca5cd6af5",
     },
 }
+GOLDEN = {case: {host[case] for host in GOLDEN_BY_HOST.values()} for case in GOLDEN_BY_HOST["AVX2"]}
 HOST = torch.backends.cpu.get_cpu_capability()
-GOLDEN = GOLDEN_BY_HOST.get(HOST, GOLDEN_BY_HOST["AVX2"])
 GOLDEN_RUN = """
 import hashlib, sys
 from pathlib import Path
@@ -330,7 +331,7 @@ print(hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in state)).hexd
 """
 
 
-@pytest.mark.skipif(HOST not in GOLDEN_BY_HOST, reason="no AVX2")
+@pytest.mark.skipif(HOST not in ("AVX2", "AVX512"), reason="no AVX2")
 @pytest.mark.parametrize(("step", "model", "labels"), sorted(GOLDEN))
 def test_mf_weights_match_their_golden_checksums(tmp_path, step, model, labels):
     data = write_planted(tmp_path, products=800, pairs=8000, row_group=1000)
@@ -342,7 +343,7 @@ def test_mf_weights_match_their_golden_checksums(tmp_path, step, model, labels):
         text=True,
         check=True,
     )
-    assert done.stdout.strip()[:16] == GOLDEN[(step, model, labels)]
+    assert done.stdout.strip()[:16] in GOLDEN[(step, model, labels)]
 
 
 def test_batch_size_zero_takes_the_largest_power_of_two_that_gives_800_steps_an_epoch():

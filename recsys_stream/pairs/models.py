@@ -113,6 +113,16 @@ class SideEmbedding(nn.Module):
         """(V, d): every product's vector (computed, not a parameter)."""
         return self(torch.arange(self.own.num_embeddings))
 
+    @torch.no_grad()
+    def set_vectors(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Make the vectors of ``ids`` equal ``vectors`` by writing their own rows: a
+        feature's row is shared by every product with that value, so it stays."""
+        features, share = self.parts(ids)
+        shared = torch.zeros_like(vectors)
+        for name, codes, known in features:
+            shared += self.features[name](codes) * known
+        self.own.weight[ids] = vectors / share - shared
+
 
 def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | None) -> nn.Embedding:
     """A trainable table on huge pages when large (see :mod:`recsys_stream.core.tables`).
@@ -171,11 +181,9 @@ class PairModel(Model):
         """The sparse tables, by name: rows indexed by product or feature code."""
         return {name: m for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
 
-    def own_vectors(self) -> dict[str, torch.Tensor]:
-        """Per product-vector table, the (V, d) rows that are the products' own (for smoothing)."""
-        tables = {name: getattr(self, name) for name in self.vector_tables}
-        own = {name: t.own if isinstance(t, SideEmbedding) else t for name, t in tables.items()}
-        return {name: table.weight for name, table in own.items()}
+    def product_tables(self) -> dict[str, nn.Embedding | SideEmbedding]:
+        """The tables of product vectors (``vector_tables``), by name: what smoothing mixes."""
+        return {name: getattr(self, name) for name in self.vector_tables}
 
     def query_vectors(self) -> torch.Tensor:
         """(V, d) vectors of products as queries of ``similar``."""

@@ -16,7 +16,7 @@ import datetime
 from pathlib import Path
 
 from pipeline.contracts import PAIRS_STATS, PARSE_STATS, SPLIT_STATS, WALKS_STATS
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import MODEL_DEFAULTS, TrainConfig
 from recsys_stream.pairs.figures import MIN_PREDICTED, learning_curves, precision_recall, roc
 from recsys_stream.report import FIGURES, fmt, left_out_lines, save, stage_table, stats_of
 
@@ -165,11 +165,13 @@ SHOWN = {"batch_size": "0 (chosen from the train pairs: up to 2048)"}
 
 
 def _settings_table(variants: dict[str, dict]) -> list[str]:
-    """Per run: its config where it differs from the defaults, its protocol and seed."""
-    defaults = TrainConfig().to_dict()
+    """Per run: its config where it differs from its model's defaults, its protocol and
+    seed; then the defaults, the fields' and each model's own."""
     table = ["| run | settings other than the defaults | protocol | seed |", "|---|---|---|---:|"]
     for name, run in variants.items():
         config = run["summary"]["config"]
+        defaults = TrainConfig.defaults("pairs", model=config["model"]).to_dict()
+        defaults["model"] = TrainConfig.model  # a model other than the default is named
         changed = [
             f"{key.replace('_', '-')} {value}"
             for key, value in config.items()
@@ -185,4 +187,9 @@ def _settings_table(variants: dict[str, dict]) -> list[str]:
         if "pairs" in f.metadata["kinds"]
         and f.name not in ("eval_sample", "workers", "shuffle_groups")
     )
-    return [*table, "", f"Defaults: {defaults_text}."]
+    own = "; ".join(
+        f"{model}: "
+        + ", ".join(f"{key.replace('_', '-')} {value}" for key, value in values.items())
+        for model, values in MODEL_DEFAULTS["pairs"].items()
+    )
+    return [*table, "", f"Defaults: {defaults_text}.", "", f"Models' own defaults: {own}."]

@@ -94,9 +94,8 @@ class PairTask(Task):
         """
         model, data, config, val = self.model, self.data, self.config, self.data.val
         unsmoothed_auc = evaluate.auc(val.label, evaluate.scores(model, val.src, val.dst))
-        with torch.no_grad():
-            for weight in model.own_vectors().values():
-                weight.copy_(smoothing.smooth(weight, data.train, data.degree, config.smoothing))
+        for table in model.product_tables().values():
+            smoothing.smooth_table(table, data.train, data.degree, config.smoothing)
         score = evaluate.scores(model, val.src, val.dst)
         popular = evaluate.popularity_scores(data.degree, val)
         seen = val.seen

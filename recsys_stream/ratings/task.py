@@ -62,6 +62,7 @@ class RatingTask(Task):
         self.model = build_rating_model(
             config.model, data.users, data.items, data.low, data.high, config
         )
+        self.model.read_train(data.train)
         self.stream = RatingStream(data.train, self.batch_size, config.seed, config.shuffle_groups)
         self.rows = self.samples = data.train_rows
         self.step = make_rating_step(self.model, config)

@@ -20,8 +20,9 @@ The protocol is the rating models': ``tables()`` names the sparse tables
 ``terms(batch)`` is the objective on a
 :class:`~recsys_stream.sequences.stream.SequenceBatch`. Padded positions come after
 every real one and the network is causal, so they never change the loss.
-``--model lstm`` and ``--model gru`` are the two cells; a new one is a
-subclass and ``@register``.
+``--model lstm`` and ``--model gru`` are the two recurrent cells, ``--model
+sasrec`` self-attention over the run (SASRec, Kang and McAuley 2018); a new
+network is a subclass and ``@register``.
 """
 
 from __future__ import annotations
@@ -44,15 +45,19 @@ register = SEQUENCE_MODELS.register
 
 
 class SequenceModel(Model):
-    """Item embedding (and the previous rating), a recurrent cell, a head; see the module doc."""
+    """Item embedding (and the previous rating), a causal network, a head; see the module doc."""
 
     cell: ClassVar[type[nn.RNNBase]]
 
-    def __init__(self, items: int, low: float, high: float, mean: float, config, load=False):
+    def __init__(
+        self, items: int, low: float, high: float, mean: float, max_length: int, config, load=False
+    ):
         """``items``: the catalogue (id ``items`` pads); ``low``, ``high``, ``mean``: of the
-        train ratings. ``load``: leave the tables zero, for a state about to be loaded."""
+        train ratings; ``max_length``: of the sequence files' runs (a next-item run holds
+        one more). ``load``: leave the tables zero, for a state about to be loaded."""
         super().__init__()
         self.items, self.low, self.high, self.mean = items, low, high, mean
+        self.max_length = max_length
         self.next_item = config.task == "next-item"
         self.l2, self.negatives = config.l2, config.negatives
         hidden = hidden_sizes(config.hidden)[0]
@@ -69,7 +74,7 @@ class SequenceModel(Model):
         with torch.random.fork_rng():  # the cell's and head's initialisation, seeded
             torch.manual_seed(config.seed)
             inputs = config.dim + (0 if self.next_item else 2)
-            self.network = self.cell(inputs, hidden, batch_first=True)
+            self.network = self.make_network(inputs, hidden, config)
             self.dropout = nn.Dropout(config.dropout)
             self.embedding_dropout = nn.Dropout(config.embedding_dropout)
             if not self.next_item:
@@ -79,6 +84,10 @@ class SequenceModel(Model):
             if not load:
                 with torch.no_grad():
                     self.output.weight[:, -1] = 0  # the bias column
+
+    def make_network(self, inputs: int, hidden: int, config) -> nn.Module:
+        """The causal network: ``network(x)[0]`` is (B, T, hidden), position t reading x up to t."""
+        return self.cell(inputs, hidden, batch_first=True)
 
     @property
     def padding(self) -> int:
@@ -163,7 +172,61 @@ class GRU(SequenceModel):
     cell = nn.GRU
 
 
+class SelfAttention(nn.Module):
+    """SASRec's network behind the recurrent cells' interface: ``forward(x)`` is
+    ``(states, None)``, each position's state reading only the positions up to it.
+
+    The inputs, projected to the state's size, plus a learned vector for each
+    position (counted from the run's start, as RecBole's SASRec counts them
+    in its window of the latest items; a next-rating val run, longer than
+    any train run, gives its later positions the last one), go through
+    ``blocks`` pre-norm Transformer blocks (causal self-attention with one
+    head, as the paper's default, then a feed-forward layer four times as
+    wide, GELU, ``dropout`` in both) and a last layer norm. Right padding
+    never reaches a real position: it comes after every one, and the mask is
+    causal.
+    """
+
+    def __init__(self, inputs: int, hidden: int, positions: int, dropout: float, blocks: int = 2):
+        super().__init__()
+        self.project = nn.Linear(inputs, hidden) if inputs != hidden else nn.Identity()
+        self.position = nn.Embedding(positions, hidden)
+        self.dropout = nn.Dropout(dropout)
+        block = nn.TransformerEncoderLayer(
+            hidden, 1, 4 * hidden, dropout, "gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(
+            block, blocks, norm=nn.LayerNorm(hidden), enable_nested_tensor=False
+        )
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        width = inputs.shape[1]
+        at = torch.arange(width).clamp(max=self.position.num_embeddings - 1)
+        x = self.dropout(self.project(inputs) + self.position(at))
+        causal = nn.Transformer.generate_square_subsequent_mask(width, dtype=x.dtype)
+        return self.blocks(x, mask=causal, is_causal=True), None
+
+
+@register
+class SASRec(SequenceModel):
+    name = "sasrec"
+    help = (
+        "self-attention over each user's items in time order (SASRec; with the ratings before each)"
+    )
+
+    def make_network(self, inputs: int, hidden: int, config) -> nn.Module:
+        """Two blocks, ``--dropout`` inside them too; positions for the longest train run."""
+        return SelfAttention(inputs, hidden, self.max_length + 1, config.dropout)
+
+
 def build_sequence_model(
-    name: str, items: int, low: float, high: float, mean: float, config, load: bool = False
+    name: str,
+    items: int,
+    low: float,
+    high: float,
+    mean: float,
+    max_length: int,
+    config,
+    load: bool = False,
 ) -> SequenceModel:
-    return SEQUENCE_MODELS[name](items, low, high, mean, config, load)
+    return SEQUENCE_MODELS[name](items, low, high, mean, max_length, config, load)

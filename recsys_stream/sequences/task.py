@@ -80,7 +80,7 @@ class SequenceTask(Task):
             _check_softmax(data.items, data.max_length, config)
         self.identity = {"ratings_id": data.ratings_id, "sequences_id": data.sequences_id}
         self.model = build_sequence_model(
-            config.model, data.items, data.low, data.high, data.mean, config
+            config.model, data.items, data.low, data.high, data.mean, data.max_length, config
         )
         self.stream = SequenceStream(
             data.train,
@@ -123,7 +123,7 @@ class SequenceTask(Task):
     @classmethod
     def load(cls, run: Path, saved: dict, config: TrainConfig) -> SequenceModel:
         require_ratings_of(run, saved)
-        shape = (saved["items"], saved["low"], saved["high"], saved["mean"])
+        shape = (saved["items"], saved["low"], saved["high"], saved["mean"], saved["max_length"])
         return loaded(build_sequence_model(config.model, *shape, config, load=True), run, saved)
 
     @classmethod
@@ -283,10 +283,11 @@ def next_scores(model: SequenceModel, recent: np.ndarray, length: np.ndarray) ->
         return model.scores(last).numpy()
 
 
-def rank(scorer, users: pa.Table, protocol: str, data):
+def rank(scorer, users: pa.Table, protocol: str, data, leave_out: bool = True):
     """Per user, HR@10 and NDCG@10 of the ``protocol``'s target ("val": the last item of
     ``items``, after the ones before it; "test": ``target``, after all of ``items``)
-    under ``scorer(recent, length)``, the user's history left out. ``recent``: the
+    under ``scorer(recent, length)``, the user's history left out (``leave_out``; kept
+    in, RecBole's full-sort protocol for sequence models, when false). ``recent``: the
     last ``data.max_length`` items of each history, padded with -1."""
     lists = users.column("items").combine_chunks()
     offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
@@ -306,10 +307,10 @@ def rank(scorer, users: pa.Table, protocol: str, data):
         index = np.minimum((stop - length)[:, None] + position, len(flat) - 1)
         recent = np.where(position < length[:, None], flat[index], -1)
         scores = scorer(recent, length).astype(np.float64)
-        seen, seen_offsets = ranges(start, stop)
-        ranking.leave_out(
-            scores, np.repeat(np.arange(len(start)), np.diff(seen_offsets)), flat[seen], own
-        )
+        if leave_out:
+            seen, seen_offsets = ranges(start, stop)
+            owner = np.repeat(np.arange(len(start)), np.diff(seen_offsets))
+            ranking.leave_out(scores, owner, flat[seen], own)
         hit, ndcg = ranking.hit_and_ndcg(*ranking.ranks(scores, own))
         hits.append(hit)
         ndcgs.append(ndcg)

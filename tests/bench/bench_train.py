@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ["mf-binary", "mf-continuous", "mf_bias-binary", "mf_bias-continuous"]
+SIDE_FEATURES = "brand,category,price"
 
 
 def dataset(products: int, workdir: Path) -> Path:
@@ -26,20 +27,37 @@ def dataset(products: int, workdir: Path) -> Path:
     if (data / "split.json").exists():
         return data
     raw = data / "raw" / "catalog.json.gz"
-    steps = [
+    _stages(
         ["synth", str(raw), "--products", str(products)],
         ["parse", str(raw), "--out", str(data)],
         ["pairs", str(data)],
         ["split", str(data)],
-    ]
-    for step in steps:
+    )
+    return data
+
+
+def real_dataset(raw: Path, workdir: Path) -> Path:
+    """The stage-3 files and walks of a real metadata file (``../shared/data``'s samples),
+    built once, in a folder named after the file."""
+    data = workdir / f"real-{raw.name.split('.')[0]}"
+    if (data / "walks.json").exists():
+        return data
+    _stages(
+        ["parse", str(raw), "--out", str(data)],
+        *([stage, str(data)] for stage in ("pairs", "split", "walks")),
+    )
+    return data
+
+
+def _stages(*commands: list[str]) -> None:
+    """Run ``python -m pipeline COMMAND --quiet`` for each command, in turn."""
+    for command in commands:
         subprocess.run(
-            [sys.executable, "-m", "pipeline", *step, "--quiet"],
+            [sys.executable, "-m", "pipeline", *command, "--quiet"],
             check=True,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )
-    return data
 
 
 def catalog_parser(doc: str, products: int) -> argparse.ArgumentParser:
@@ -54,9 +72,13 @@ def train_run(data: Path, variant: str, name: str, **options) -> dict:
     """Train ``variant`` as run ``name`` in a fresh process; its summary.json.
 
     ``options``: TrainConfig fields to set (dim, epochs, seed, ...); the rest
-    keep their defaults.
+    keep their defaults. A variant ending in ``+side`` adds the side information
+    (brand, category, price).
     """
+    variant, side = variant.removesuffix("+side"), variant.endswith("+side")
     model, labels = variant.split("-")
+    if side:
+        options = {**options, "side_info": SIDE_FEATURES}
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
     command = ["-m", "recsys_stream", "train", str(data), "--model", model, "--labels", labels]
     subprocess.run(

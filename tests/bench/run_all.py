@@ -26,6 +26,10 @@ BENCH = ROOT / "tests" / "bench"
 RESULTS = ROOT / "data" / "bench" / "results.jsonl"
 PERFORMANCE = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
+# The real metadata samples beside the repository (../shared/data/SOURCES.md).
+SAMPLES = ROOT.parent / "shared" / "data"
+MUSIC_2014 = "amazon-2014-meta/meta_Digital_Music.first7419.json.gz"
+MAGAZINE_2018 = "amazon-2018-meta/meta_Magazine_Subscriptions.json.gz"
 
 RUNS = [
     ("parse", ["bench_parse.py", "--products", "500000"]),
@@ -40,6 +44,8 @@ RUNS = [
     ("similar", ["bench_similar.py", "--products", "2000000"]),
     ("compare", ["bench_compare.py", "--products", "100000", "--seeds", "42,43"]),
     ("compare", ["bench_compare.py", "--products", "500000", "--seeds", "42,43"]),
+    ("compare", ["bench_compare.py", "--raw", f"{SAMPLES}/{MUSIC_2014}", "--seeds", "42,43"]),
+    ("compare", ["bench_compare.py", "--raw", f"{SAMPLES}/{MAGAZINE_2018}", "--seeds", "42,43"]),
     ("tune", ["bench_tune.py", "--products", "100000", "--seeds", "42"]),
     ("busy", ["bench_busy.py", "--products", "100000"]),
     ("side", ["bench_side.py", "--products", "100000", "--seeds", "42,43"]),
@@ -51,6 +57,7 @@ RUNS = [
     ("movielens-speed", ["bench_movielens.py", "--speed"]),
     ("sequences", ["bench_sequences.py", "--quality-only"]),
     ("sequences", ["bench_sequences.py", "--speed-only"]),
+    ("recbole", ["bench_recbole.py"]),
     ("kernels", ["bench_kernels.py", "--steps", "300", "--repeats", "3"]),
     ("steps", ["bench_steps.py", "--products", "100000", "--dims", "32,128"]),
     ("steps", ["bench_steps.py", "--products", "2000000", "--dims", "32"]),
@@ -128,6 +135,7 @@ def render(results: list[dict]) -> str:
             "movielens",
             "movielens-speed",
             "sequences",
+            "recbole",
             "kernels",
             "steps",
             "distributed",
@@ -265,7 +273,7 @@ def render(results: list[dict]) -> str:
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
     out += render_movielens_speed(of["movielens-speed"])
-    out += render_sequences(of["sequences"])
+    out += render_sequences(of["sequences"]) + render_recbole(of["recbole"])
     out += render_kernels(of["kernels"]) + render_steps(of["steps"])
     out += render_distributed(of["distributed"]) + render_spark(of["spark"])
     return "\n".join(out)
@@ -290,14 +298,17 @@ def _mean(values: list[float]) -> str:
 def render_compare(results: list[dict]) -> list[str]:
     """Per catalog: popularity, the project's variants and the tuned ALS and BPR, both protocols."""
     out = []
-    for products in sorted({r["products"] for r in results}):
-        here = [r for r in results if r["products"] == products]
+    for catalog in dict.fromkeys(_catalog(r) for r in sorted(results, key=lambda r: r["products"])):
+        here = [r for r in results if _catalog(r) == catalog]
+        products = here[0]["products"]
         out += [
             "",
-            f"**Quality against tuned ALS and BPR** ({products:,}-product catalog; ROC-AUC over "
-            "all val rows; the same train pairs and val positives under both negative "
+            f"**Quality against tuned ALS and BPR** ({catalog}; ROC-AUC over "
+            "all val rows, and over the seen and cold rows under the products protocol; the "
+            "same train pairs and val positives under both negative "
             "protocols; ALS and BPR: the best grid point and scorer for each protocol, "
-            "refitted with the second seed; our variants at their defaults):",
+            "refitted with the second seed; our variants at their defaults, `+side` with "
+            "brand, category and price):",
             "",
         ]
         rows, seen = [], set()
@@ -323,6 +334,7 @@ def render_compare(results: list[dict]) -> list[str]:
                     _mean([x["auc_products"] for x in same]),
                     " / ".join(f"{x['auc_occurrences']:.4f}" for x in same),
                     _mean([x["auc_occurrences"] for x in same]),
+                    _parts(same),
                     " / ".join(str(x.get("fit_seconds", "–")) for x in same),
                 ]
             )
@@ -335,6 +347,7 @@ def render_compare(results: list[dict]) -> list[str]:
                 "products, mean",
                 "occurrences, per seed",
                 "occurrences, mean",
+                "products: seen / cold, mean",
                 "fit s",
             ],
             rows,
@@ -342,6 +355,20 @@ def render_compare(results: list[dict]) -> list[str]:
         for method in ("als", "bpr"):
             out += _grid_details(method, products, [r for r in here if r["method"] == method])
     return out
+
+
+def _catalog(result: dict) -> str:
+    """The catalog a compare line measured (lines before 2026-12-07 name its size alone)."""
+    return result.get("catalog") or f"{result['products']:,}-product catalog"
+
+
+def _parts(same: list[dict]) -> str:
+    """The mean AUC over the seen rows and over the cold rows (products protocol)."""
+    means = []
+    for part in ("seen", "cold"):
+        values = [x.get(f"auc_products_{part}") for x in same]
+        means.append("–" if None in values else _mean(values))
+    return " / ".join(means)
 
 
 def _grid_details(method: str, products: int, fits: list[dict]) -> list[str]:
@@ -594,7 +621,8 @@ def render_ratings(results: list[dict]) -> list[str]:
 def render_movielens(results: list[dict]) -> list[str]:
     """The rating models against Surprise on MovieLens (bench_movielens.py)."""
     folds = [r for r in results if "rmse_each" in r]
-    small = [r for r in results if "seed" in r]
+    u1 = [r for r in results if r.get("dataset") == "ml-100k u1"]
+    small = [r for r in results if r.get("dataset") == "ml-latest-small 80/20"]
     if not folds:
         return []
     out = [
@@ -617,11 +645,9 @@ def render_movielens(results: list[dict]) -> list[str]:
         for r in sorted(folds, key=lambda r: r["rmse"])
     ]
     out += table(["method", "best point", "grid", "RMSE", "fold spread", "MAE", "fit s"], rows)
+    out += _movielens_u1(u1)
     if small:
-        seeds = sorted({r["seed"] for r in small})
-        by_method: dict[str, dict] = {}
-        for r in small:
-            by_method.setdefault(r["method"], {})[r["seed"]] = r
+        seeds, by_method = _by_method_and_seed(small)
         out += [
             "",
             "**MovieLens latest-small**, random 80/20 splits (seeds "
@@ -631,14 +657,44 @@ def render_movielens(results: list[dict]) -> list[str]:
             "",
         ]
         rows = []
-        for method, of_seed in sorted(
-            by_method.items(), key=lambda kv: sum(r["rmse"] for r in kv[1].values())
-        ):
+        for method, of_seed in by_method.items():
             rmse = [of_seed[s]["rmse"] for s in seeds]
             mse = sum(of_seed[s]["mse"] for s in seeds) / len(seeds)
             rows.append([method, *[f"{x:.4f}" for x in rmse], f"{mse:.4f}"])
         out += table(["method", *[f"RMSE seed {s}" for s in seeds], "mean MSE"], rows)
     return out
+
+
+def _by_method_and_seed(results: list[dict]) -> tuple[list[int], dict[str, dict]]:
+    """The seeds of ``results``, and each method's result by seed, the best first (by the
+    sum of RMSEs)."""
+    by_method: dict[str, dict] = {}
+    for r in results:
+        by_method.setdefault(r["method"], {})[r["seed"]] = r
+    best_first = sorted(by_method.items(), key=lambda kv: sum(r["rmse"] for r in kv[1].values()))
+    return sorted({r["seed"] for r in results}), dict(best_first)
+
+
+def _movielens_u1(results: list[dict]) -> list[str]:
+    """MovieLens 100K's u1 split, each method at its 5-fold point, beside the published."""
+    if not results:
+        return []
+    seeds, by_method = _by_method_and_seed(results)
+    out = [
+        "",
+        "**MovieLens 100K's u1 split** (u1.test: u.data's first 20,000 lines, as the archive's "
+        "mku.sh cuts it; each method at its 5-fold best point, seeds "
+        + ", ".join(map(str, seeds))
+        + "). Published on u1: GC-MC 0.910, 0.905 with side features (Berg, Kipf, Welling "
+        "2017, Table 3); GLocal-K 0.889 (Han et al. 2021):",
+        "",
+    ]
+    rows = []
+    for method, of_seed in by_method.items():
+        rmse = [of_seed[s]["rmse"] for s in seeds]
+        mae = [of_seed[s]["mae"] for s in seeds]
+        rows.append([method, *[f"{x:.4f}" for x in rmse], _mean(rmse), _mean(mae)])
+    return out + table(["method", *[f"RMSE seed {s}" for s in seeds], "mean", "MAE"], rows)
 
 
 def render_movielens_speed(results: list[dict]) -> list[str]:
@@ -734,6 +790,40 @@ def render_sequences(results: list[dict]) -> list[str]:
             rows.append([r["stage"], r.get("train_seconds", r["seconds"]), rate, r["peak_rss_mb"]])
         out += table(["stage", "seconds", "per second", "peak RSS MiB"], rows)
     return out
+
+
+def render_recbole(results: list[dict]) -> list[str]:
+    """The next item against RecBole's own models on its split of ml-100k (bench_recbole.py):
+    each method at its chosen point, per seed."""
+    chosen = [r for r in results if r["part"] == "seed"]
+    if not chosen:
+        return []
+    out = [
+        "",
+        "**MovieLens 100K, RecBole 1.2.1's sequential split** (leave-one-out by time; every "
+        "method ranked by the project's ranker against all items, the history left out, and "
+        "kept in as RecBole's own full sort does for sequence models; RecBole's evaluator's "
+        "test figures beside; one thread; [Against RecBole](sequences.md#against-recbole)):",
+        "",
+    ]
+    rows = []
+    for r in sorted(chosen, key=lambda r: (-r["test_ndcg10"], r["seed"])):
+        settings = ", ".join(f"{k} {v}" for k, v in r["settings"].items())
+        rows.append(
+            [
+                f"{r['side']} {r['method']}",
+                f"{settings} ({r['grid_points']} point{'s' if r['grid_points'] > 1 else ''})",
+                r["seed"],
+                *(f"{r[k]:.4f}" for k in ("test_hr10", "test_ndcg10", "val_ndcg10")),
+                *(f"{r['unmasked_' + k]:.4f}" for k in ("test_hr10", "test_ndcg10")),
+                f"{r['recbole_test_hr10']:.4f}" if "recbole_test_hr10" in r else "–",
+                r["epochs"],
+                r["train_seconds"],
+            ]
+        )
+    header = ["method", "settings", "seed", "HR@10", "NDCG@10", "val NDCG@10"]
+    header += ["HR@10 kept in", "NDCG@10 kept in", "RecBole's HR@10", "epochs", "train s"]
+    return out + table(header, rows)
 
 
 def render_kernels(results: list[dict]) -> list[str]:
