@@ -71,7 +71,7 @@ def twin(data: Path) -> Path:
     other = data.with_name(f"{data.name}-occurrences")
     if not (other / "split.json").exists():
         other.mkdir(exist_ok=True)
-        for name in ("pairs.parquet", "vocab.parquet", "products.parquet", "parse.json"):
+        for name in ("pairs.parquet", "vocab.parquet"):
             (other / name).unlink(missing_ok=True)
             os.link(data / name, other / name)
         command = ["-m", "pipeline", "split", str(other), "--negatives", "occurrences", "--quiet"]
