@@ -51,12 +51,23 @@ SKIPGRAM := skipgram-binary
 SKIPGRAM_SIDE := skipgram-side
 SKIPGRAM_FLAGS := --model skipgram
 
+# SIMILAR_ALL=1: each run of the dataset also writes its batch table once it has
+# trained (rewritten when the run or these settings change): a product dataset's
+# runs every product's SIMILAR_K most similar (runs/NAME/similar.parquet), a
+# ratings dataset's runs of models with vectors every user's SIMILAR_K best unrated
+# items (runs/NAME/recommend.parquet). SIMILAR_METHOD=ann searches a faiss index.
+SIMILAR_ALL ?=
+SIMILAR_K ?=
+SIMILAR_METHOD ?=
+
 # The public address of McAuley's 2014 per-category metadata files.
 AMAZON_2014 := http://snap.stanford.edu/data/amazon/productGraph/categoryFiles
 # MovieLens 100K, a zip holding u.data (ratings) and u.item (titles).
 MOVIELENS_100K := https://files.grouplens.org/datasets/movielens/ml-100k.zip
 # A ratings dataset trains each rating model under its own name.
 RATING_MODELS := mf mf_bias pmf embedding_net
+# The rating models whose users and items are vectors, which recommend --all searches.
+VECTOR_RATING_MODELS := mf mf_bias pmf svdpp bpmf bpmf_svdpp
 # A sequences dataset (split by time) trains these: a run named MODEL-next
 # trains MODEL on the next item (--task next-item).
 SEQUENCE_RUNS := mf_bias embedding_net lstm lstm-next gru-next
@@ -86,6 +97,7 @@ WALK_FLAGS = $(call flag,--seed,$(SEED))
 RATING_FLAGS = $(call flag,--scale,$(SCALE))
 RATING_SPLIT_FLAGS = $(call flag,--val-prop,$(VAL_PROP)) $(call flag,--seed,$(SEED))
 SEQUENCE_FLAGS = $(call flag,--max-length,$(MAX_LENGTH)) $(call flag,--seed,$(SEED))
+TABLE_FLAGS = $(call flag,-k,$(SIMILAR_K)) $(call flag,--method,$(SIMILAR_METHOD))
 
 .PHONY: help install deps test test-fast lint format bench constraints clean distclean \
 	demo electronics books movielens ratings sequences FORCE
@@ -101,6 +113,8 @@ help:
 	@echo "                  [SCALE=MIN:MAX]: the ratings' scale where the format has none"
 	@echo "make sequences    [RAW=ratings file] [NAME=sequences] [MAX_LENGTH=50]: sequence models"
 	@echo "                  on each user's ratings in time order (default: synthetic ones)"
+	@echo "                  SIMILAR_ALL=1 [SIMILAR_K=10] [SIMILAR_METHOD=exact|ann]: each run's"
+	@echo "                  table of similar products (ratings: recommendations), every one"
 	@echo "make test         lint and the test suite (what CI runs)"
 	@echo "make test-fast    lint and the tests that start no make, pip, torchrun or Spark"
 	@echo "make bench        benchmarks; rewrites the tables in docs/performance.md"
@@ -217,6 +231,10 @@ $(DATA)/$(1)/runs/$(SKIPGRAM_SIDE)/summary.json: $(DATA)/$(1)/walks.json $(DATA)
 		$(SKIPGRAM_FLAGS) --side-info brand,category,price $(TRAIN_FLAGS) $(quiet)
 $(DATA)/$(1)/report.md: $(foreach v,$(VARIANTS) $(SKIPGRAM) $(SKIPGRAM_SIDE),$(DATA)/$(1)/runs/$(v)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/similar,$(TABLE_FLAGS)))
+$(DATA)/$(1)/runs/%/similar.json: $(DATA)/$(1)/runs/%/summary.json $(DATA)/$(1)/.make/similar
+	$(PYTHON) -m recsys_stream similar $(DATA)/$(1)/runs/$$* --all $(TABLE_FLAGS) $(quiet)
+TABLES_$(1) := $(foreach v,$(VARIANTS) $(SKIPGRAM) $(SKIPGRAM_SIDE),$(DATA)/$(1)/runs/$(v)/similar.json)
 endef
 
 # $(1): dataset name, $(2): raw ratings file, $(3): titles file (or nothing),
@@ -243,6 +261,10 @@ $(DATA)/$(1)/runs/%/summary.json: $(DATA)/$(1)/split-ratings.json $(DATA)/$(1)/.
 $(if $(4),$(foreach r,$(filter lstm% gru%,$(SEQUENCE_RUNS)),$(DATA)/$(1)/runs/$(r)/summary.json): $(DATA)/$(1)/sequences.json)
 $(DATA)/$(1)/report.md: $(foreach m,$(if $(4),$(SEQUENCE_RUNS),$(RATING_MODELS)),$(DATA)/$(1)/runs/$(m)/summary.json)
 	$(PYTHON) -m recsys_stream report $(DATA)/$(1) $(quiet)
+$(eval $(call SETTINGS,$(DATA)/$(1)/.make/recommend,$(TABLE_FLAGS)))
+$(DATA)/$(1)/runs/%/recommend.json: $(DATA)/$(1)/runs/%/summary.json $(DATA)/$(1)/.make/recommend
+	$(PYTHON) -m recsys_stream recommend $(DATA)/$(1)/runs/$$* --all $(TABLE_FLAGS) $(quiet)
+TABLES_$(1) := $(foreach m,$(filter $(VECTOR_RATING_MODELS),$(if $(4),$(SEQUENCE_RUNS),$(RATING_MODELS))),$(DATA)/$(1)/runs/$(m)/recommend.json)
 endef
 
 DEMO_RAW := $(DATA)/demo/raw/synthetic-$(DEMO_PRODUCTS).json.gz
@@ -322,6 +344,7 @@ demo electronics books movielens:
 	@$(MAKE) --no-print-directory deps
 	@before=$$(ls -i $(DATA)/$@/report.md 2>/dev/null); \
 	$(MAKE) --no-print-directory $(DATA)/$@/report.md && $(call report_said,$(DATA)/$@/report.md)
+	@$(if $(SIMILAR_ALL),$(MAKE) --no-print-directory $(TABLES_$@))
 
 ratings:
 	@$(if $(RAW),,echo "error: make ratings needs RAW=a ratings file (MovieLens or Amazon \
@@ -332,6 +355,7 @@ ratings:
 	@before=$$(ls -i $(DATA)/$(NAME)/report.md 2>/dev/null); \
 	$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md RATINGS_DATASET_OF=$(NAME) \
 		&& $(call report_said,$(DATA)/$(NAME)/report.md)
+	@$(if $(SIMILAR_ALL),$(MAKE) --no-print-directory $(TABLES_$(NAME)) RATINGS_DATASET_OF=$(NAME))
 
 sequences:
 	@$(if $(word 2,$(RAW))$(word 2,$(NAME)),echo "error: RAW='$(RAW)' or NAME='$(NAME)' \
@@ -340,5 +364,7 @@ sequences:
 	@before=$$(ls -i $(DATA)/$(NAME)/report.md 2>/dev/null); \
 	$(MAKE) --no-print-directory $(DATA)/$(NAME)/report.md SEQUENCES_DATASET_OF=$(NAME) \
 		NAME=$(NAME) && $(call report_said,$(DATA)/$(NAME)/report.md)
+	@$(if $(SIMILAR_ALL),$(MAKE) --no-print-directory $(TABLES_$(NAME)) \
+		SEQUENCES_DATASET_OF=$(NAME) NAME=$(NAME))
 
 FORCE:

@@ -18,6 +18,7 @@ from pipeline import cli
 from pipeline.errors import PipelineError
 from recsys_stream.core.config import KIND_DEFAULTS, MODEL_DEFAULTS, TrainConfig
 from recsys_stream.core.tasks import model_names, task_class
+from recsys_stream.neighbours import DEFAULT_INDEX, DEFAULT_TILE_SHARE, KINDS, METHODS
 from recsys_stream.similar import DEFAULT_K
 
 
@@ -52,19 +53,49 @@ def _report(a: argparse.Namespace) -> None:
     print(f"report: {path}")
 
 
+def _listed(given: list[str], file: str | None) -> list[str]:
+    """The keys given on the command line and those of ``file``, one a line."""
+    keys = list(given)
+    if file:
+        try:
+            lines = Path(file).read_text().splitlines()
+        except OSError as exc:
+            raise PipelineError(f"{file}: cannot read ({exc.strerror})") from None
+        keys += [line.strip() for line in lines if line.strip()]
+    return keys
+
+
 def _similar(a: argparse.Namespace) -> None:
     from recsys_stream.similar import similar
 
-    asins = list(a.asins)
-    if a.file:
-        try:
-            lines = Path(a.file).read_text().splitlines()
-        except OSError as exc:
-            raise PipelineError(f"{a.file}: cannot read ({exc.strerror})") from None
-        asins += [line.strip() for line in lines if line.strip()]
+    asins = _listed(a.asins, a.file)
+    if a.all:
+        from recsys_stream.neighbours.table import similar_all
+
+        stats = similar_all(
+            a.run,
+            a.k,
+            a.out,
+            a.method or "exact",
+            a.index,
+            asins or None,
+            a.cosine,
+            a.quiet,
+            a.tile_share,
+        )
+        cli.summary(f"similar --all {a.run}", stats, _TABLE_SHOWN)
+        return
+    if a.out:
+        raise PipelineError("--out writes the table of --all; without --all answers print")
     if not asins:
-        raise PipelineError("give at least one ASIN, or --file")
-    result = similar(a.run, asins, a.k, a.cosine)
+        raise PipelineError("give at least one ASIN, or --file, or --all")
+    result = similar(a.run, asins, a.k, a.cosine, method=a.method, index=a.index)
+    if result.method != "exact":
+        print(
+            f"note: answered from the run's saved {result.method} index (approximate; "
+            "--method exact for the exact answer)",
+            file=sys.stderr,
+        )
     if result.k < result.asked_k:
         print(
             f"note: -k {result.asked_k} is more than the other products; showing {result.k}",
@@ -89,6 +120,17 @@ def _similar(a: argparse.Namespace) -> None:
 def _recommend(a: argparse.Namespace) -> None:
     from recsys_stream.recommend import recommend
 
+    if a.all:
+        from recsys_stream.neighbours.table import recommend_all
+
+        users = _listed([a.user] if a.user else [], a.file)
+        stats = recommend_all(
+            a.run, a.k, a.out, a.method or "exact", a.index, users or None, a.quiet, a.tile_share
+        )
+        cli.summary(f"recommend --all {a.run}", stats, _TABLE_SHOWN)
+        return
+    if a.user is None or a.file or a.out:
+        raise PipelineError("give one user, or --all (with --file for some users only)")
     result = recommend(a.run, a.user, a.k)
     if a.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
@@ -97,6 +139,9 @@ def _recommend(a: argparse.Namespace) -> None:
     print(f"{'rank':>4}  {'item':<12} {result.score:>6}  title")
     for rank, item in enumerate(result.items, 1):
         print(f"{rank:>4}  {item.key:<12} {item.predicted:>6.2f}  {_short(item.title)}")
+
+
+_TABLE_SHOWN = ["rows", "seconds", "recall_at_k", "peak_rss_mb"]
 
 
 def _unknown(answer) -> str:
@@ -242,17 +287,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many (default: {DEFAULT_K})")
     p.add_argument("--cosine", action="store_true", help="cosine similarity of the vectors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _table_options(p, "RUN/similar.parquet", "every product of the vocabulary (or of --file)")
     p.set_defaults(main=_similar)
 
     p = commands.add_parser(
         "recommend", help="the items a user would rate highest, of those not rated, under a run"
     )
     p.add_argument("run", help="run directory of a ratings dataset (DIR/runs/NAME)")
-    p.add_argument("user", help="the user's id in the raw file (userId, reviewerID)")
+    p.add_argument("user", nargs="?", help="the user's id in the raw file (userId, reviewerID)")
     p.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many (default: {DEFAULT_K})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--file", help="with --all: a file of user ids, one per line")
+    _table_options(p, "RUN/recommend.parquet", "every user (or those of --file)")
     p.set_defaults(main=_recommend)
     return parser
+
+
+def _table_options(p: argparse.ArgumentParser, default_out: str, whom: str) -> None:
+    p.add_argument("--all", action="store_true", help=f"write a table: k answers for {whom}")
+    p.add_argument("--out", help=f"with --all: the Parquet file (default: {default_out})")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="exact search; tiles: only the --tile-share of candidate tiles with the best "
+        "bounds (approximate, recall measured); ann: a faiss index built once and saved "
+        "beside the run (default: --all: exact; one query: the saved index when there is "
+        "one, else exact)",
+    )
+    p.add_argument(
+        "--tile-share",
+        type=float,
+        default=DEFAULT_TILE_SHARE,
+        help=f"the share of tiles --method tiles scores (default: {DEFAULT_TILE_SHARE})",
+    )
+    p.add_argument(
+        "--index",
+        choices=KINDS,
+        default=DEFAULT_INDEX,
+        help=f"the faiss index of --method ann (default: {DEFAULT_INDEX})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: list[str] | None = None) -> int:

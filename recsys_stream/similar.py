@@ -1,8 +1,9 @@
 """Products similar to a given one, under a trained run's own score.
 
-Exact top-k over the whole vocabulary: queries are answered in batches of
-matrix products, sized so a batch's score matrix stays near 128 MB. The
-score is the model's (``query . candidate + candidate bias``, the logit
+Exact top-k over the whole vocabulary (:mod:`recsys_stream.neighbours.exact`),
+or from the run's saved faiss index when it has one (or ``method="ann"``
+asks for it; :mod:`recsys_stream.neighbours.approximate`). The score is the
+model's (``query . candidate + candidate bias``, the logit
 less what is the same for every candidate), so ``similar`` ranks as the
 evaluation scores. The items of a ratings run are compared by the cosine of
 their vectors. A run whose stages were rerun since it trained is refused
@@ -26,9 +27,11 @@ from pipeline.contracts import ITEMS, VOCAB
 from pipeline.errors import PipelineError
 from recsys_stream.core.runs import dataset_of
 from recsys_stream.core.trained import load_run
+from recsys_stream.neighbours import DEFAULT_INDEX
+from recsys_stream.neighbours.approximate import Approximate, Space
+from recsys_stream.neighbours.exact import Exclusions, top_k
 
 DEFAULT_K = 10
-SCORES_PER_BATCH = 1 << 25
 SUGGESTIONS = 5
 
 
@@ -56,6 +59,7 @@ class Result:
     answers: list[Answer]
     k: int  # neighbours per answer
     asked_k: int  # -k as asked; more than k when the vocabulary is smaller
+    method: str = "exact"  # or the faiss index answered from ("hnsw", "ivf")
 
     @property
     def unknown(self) -> list[Answer]:
@@ -131,54 +135,71 @@ class Index:
             titles[here] = column.take(pa.array(ids[here] - starts[group])).to_pylist()
         return titles.tolist()
 
-    @torch.no_grad()
-    def nearest(self, ids: np.ndarray, k: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
+    def space(self, cosine: bool) -> Space:
+        """What a search ranks by: the logit less the query's own terms, or the cosine."""
+        if cosine:
+            unit = torch.nn.functional.normalize
+            return Space(unit(self.queries, dim=1), unit(self.candidates, dim=1), None, True)
+        return Space(self.queries, self.candidates, self.bias, False)
+
+    def nearest(
+        self, ids: np.ndarray, k: int, cosine: bool, approximate: Approximate | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best products for each query id, best first, never the query.
 
         Ranks by logit, which orders as the probability does; the query's own
         terms shift its whole row, so only the candidates' biases enter the
         ranking, and the sigmoid is taken of the k winners alone.
         """
-        queries, candidates = self.queries, self.candidates
-        if cosine:
-            queries = torch.nn.functional.normalize(queries, dim=1)
-            candidates = torch.nn.functional.normalize(candidates, dim=1)
-        bias = None if cosine else self.bias
-        k = min(k, len(candidates) - 1)
-        batch = max(1, SCORES_PER_BATCH // len(candidates))
-        best_ids, best_scores = [np.empty((0, k), np.int64)], [np.empty((0, k), np.float32)]
-        for start in range(0, len(ids), batch):
-            query = torch.from_numpy(ids[start : start + batch])
-            scores = queries[query] @ candidates.T
-            if bias is not None:
-                scores += bias
-            scores[torch.arange(len(query)), query] = -torch.inf
-            top = torch.topk(scores, k, dim=1)
-            values = top.values
-            if not cosine:
-                own = bias[query][:, None] if bias is not None else 0.0
-                values = torch.sigmoid(values + own + self.offset)
-            best_ids.append(top.indices.numpy())
-            best_scores.append(values.numpy())
-        return np.concatenate(best_ids), np.concatenate(best_scores)
+        k = min(k, len(self.candidates) - 1)
+        if approximate is not None:
+            found, values = approximate.search(ids, k, Exclusions.own(ids))
+        else:
+            space = self.space(cosine)
+            found, values = top_k(
+                space.queries[ids], space.candidates, k, space.bias, Exclusions.own(ids)
+            )
+        if not cosine:
+            own = self.bias.detach().numpy()[ids][:, None] if self.bias is not None else 0.0
+            offset = float(torch.as_tensor(self.offset).detach())
+            values = 1 / (1 + np.exp(-(values + own + offset)))
+        return found, values.astype(np.float32)
+
+    def saved_index(self, run: Path, cosine: bool, method: str | None, kind: str):
+        """The faiss index to answer from: built for ``method`` "ann", the saved one (if it
+        still matches the run) for None, none for "exact"."""
+        if method in ("exact", "tiles"):  # a few queries cost little exactly
+            return None
+        if method is None:
+            return Approximate.saved(run, self.space(cosine), kind)
+        return Approximate.of_run(run, self.space(cosine), kind)
 
 
 def similar(
-    run: str | os.PathLike, asins: list[str], k: int = DEFAULT_K, cosine: bool = False
+    run: str | os.PathLike,
+    asins: list[str],
+    k: int = DEFAULT_K,
+    cosine: bool = False,
+    method: str | None = None,
+    index: str = DEFAULT_INDEX,
 ) -> Result:
     """For each asin: its k most similar products with titles and scores, or why it has none.
 
     ``k`` larger than the vocabulary less the query is clamped (``Result.k``).
+    ``method``: "exact", "ann" (the run's saved faiss ``index``, built if
+    missing), or None: the saved index when one matches the run, else exact.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PipelineError(f"-k must be at least 1, got {k!r}")
     if not asins:
         raise PipelineError("give at least one ASIN")
-    index = Index(run)
-    cosine = cosine or index.cosine_only
+    found = Index(run)
+    cosine = cosine or found.cosine_only
+    approximate = found.saved_index(Path(run), cosine, method, index)
+    index = found
     ids = index.ids(asins)
     queries = ids[ids >= 0]
-    neighbours, scores = index.nearest(queries, k, cosine)
+    neighbours, scores = index.nearest(queries, k, cosine, approximate)
     width = neighbours.shape[1]
     query_titles = iter(index.titles(queries))
     query_asins = iter(index.asins.take(pa.array(queries)).to_pylist())
@@ -204,7 +225,7 @@ def similar(
                 ],
             )
         )
-    return Result(answers, k=width, asked_k=k)
+    return Result(answers, k=width, asked_k=k, method=approximate.kind if approximate else "exact")
 
 
 def _rows(values: list, width: int) -> list[list]:

@@ -247,6 +247,14 @@ def test_make_ratings_on_a_small_file_then_nothing_then_what_changed(tmp_path):
     for model in ("mf", "mf_bias", "pmf", "embedding_net"):  # fewer epochs: trained afresh
         summary = json.loads((data / "runs" / model / "summary.json").read_text())
         assert (summary["epochs"], summary["config"]["epochs"], summary["parts"]) == (1, 1, 1)
+    every = [*settings[:-2], "EPOCHS=1", "QUIET=1", "SIMILAR_ALL=1", "SIMILAR_K=3"]
+    tables = make(copy, "ratings", *every)  # the models with vectors write their tables
+    assert tables.returncode == 0, tables.stderr[-2000:]
+    assert ran(tables) == ["recommend"] * 3
+    written = json.loads((data / "runs" / "mf_bias" / "recommend.json").read_text())
+    assert (written["queries"], written["k"]) == (40, 3)
+    assert written["rows"] + written["short_rows"] == 40 * 3
+    assert ran(make(copy, "ratings", *every)) == []  # the runs unchanged: nothing reruns
     missing = make(copy, "ratings", "NAME=small")
     assert missing.returncode != 0
     assert missing.stderr.splitlines()[0].startswith("error: make ratings needs RAW=")

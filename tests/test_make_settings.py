@@ -58,6 +58,7 @@ def expectations(tmp: Path) -> dict[str, Reaches]:
     """Every documented variable's expectation; paths under ``tmp`` (see inputs)."""
     raw, titles, python = tmp / "ratings.csv", tmp / "movies.csv", tmp / "bin" / "python3"
     train_ = each(DATASETS, ("train",))
+    tables = {**each(PRODUCTS, ("similar",)), **each(RATINGS + SEQUENCES, ("recommend",))}
     return {
         "EPOCHS": Reaches("2", "--epochs 2", train_),
         "DIM": Reaches("6", "--dim 6", train_),
@@ -101,6 +102,9 @@ def expectations(tmp: Path) -> dict[str, Reaches]:
             setting=False,
         ),
         "PY": Reaches(str(python), f"{python} -m venv", {VENV: ("venv",)}, setting=False),
+        "SIMILAR_ALL": Reaches("1", "--all", tables, setting=False),
+        "SIMILAR_K": Reaches("7", "-k 7", tables),
+        "SIMILAR_METHOD": Reaches("ann", "--method ann", tables),
     }
 
 

@@ -72,16 +72,23 @@ def test_an_option_given_wins_over_the_models_default(resolve):
 def test_help_lists_each_models_defaults():
     commands = next(a for a in build_parser()._actions if isinstance(a.choices, dict))
     text = " ".join(commands.choices["train"].format_help().split())
-    assert "(default: 5; ratings: 20; sequences: 20; next-item: 20; skipgram: 1)" in text
+    assert (
+        "(default: 5; ratings: 20; sequences: 20; next-item: 20; skipgram: 1; bpmf: 200; "
+        "bpmf_svdpp: 200)" in text
+    )
     assert "(default: continuous; skipgram: binary)" in text
-    assert "(default: 0; ratings: 1024; sequences: 64; next-item: 64; skipgram: 8192)" in text
+    assert (
+        "(default: 0; ratings: 1024; sequences: 64; next-item: 64; skipgram: 8192; "
+        "bpmf: 131072; bpmf_svdpp: 131072)" in text
+    )
     assert (
         "skipgram (--model skipgram): labels binary, epochs 1, negative-power 0.75, "
         "smoothing 0.0, shared-negatives 32, batch-size 8192" in text
     )
     assert "ratings (a ratings dataset): epochs 20, batch-size 1024, lr 0.005, l2 0.1" in text
     assert "mf (--model mf on a pairs dataset): negatives 1, smoothing 0.5" in text
-    assert "embedding size (default: 32)" in text  # only defaults that differ are listed
+    assert "embedding size (default: 32; bpmf: 10; bpmf_svdpp: 10)" in text
+    assert "(default: 3.0)" in text  # only defaults that differ are listed (--prior-std)
 
 
 def skipgram_commands(copy, *settings: str) -> dict[str, list[str]]:

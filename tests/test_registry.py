@@ -28,7 +28,15 @@ def test_a_name_registers_once_and_reads_as_a_mapping():
 
 def test_each_kind_registers_its_models_by_their_names():
     assert set(MODELS) == {"mf", "mf_bias", "mf_two_tables", "skipgram"}
-    assert set(RATING_MODELS) == {"mf", "mf_bias", "pmf", "embedding_net", "svdpp"}
+    assert set(RATING_MODELS) == {
+        "mf",
+        "mf_bias",
+        "pmf",
+        "embedding_net",
+        "svdpp",
+        "bpmf",
+        "bpmf_svdpp",
+    }
     assert set(SEQUENCE_MODELS) == {"lstm", "gru", "sasrec"}
     for registry in (MODELS, RATING_MODELS, SEQUENCE_MODELS):
         assert all(registry[name].name == name for name in registry)

@@ -12,9 +12,9 @@ import pytest
 from planted import write_planted
 
 from pipeline.errors import PipelineError
-from recsys_stream import similar as similar_module
 from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.train import train
+from recsys_stream.neighbours import exact
 from recsys_stream.similar import similar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,8 @@ def brute_force(run: Path, query: int, k: int, cosine: bool) -> list[int]:
 @pytest.mark.parametrize("name", ["mf-binary", "mf_bias-binary"])
 @pytest.mark.parametrize("cosine", [False, True])
 def test_matches_brute_force(runs, name, cosine, monkeypatch):
-    monkeypatch.setattr(similar_module, "SCORES_PER_BATCH", 600)  # several query batches
+    monkeypatch.setattr(exact, "QUERY_BLOCK", 2)  # several query blocks
+    monkeypatch.setattr(exact, "TILE", 128)  # and candidate tiles, the last one short
     queries = [f"P{i:09d}" for i in (0, 5, 17, 123, 299)]
     answers = similar(runs / name, queries, k=7, cosine=cosine).answers
     for query, answer in zip(queries, answers):

@@ -210,8 +210,11 @@ class KernelRatingStep:
 
 
 def make_rating_step(model, config: TrainConfig) -> Step:
-    """A rating model's step: the kernel when its prediction has a layout, unless told
-    otherwise."""
+    """A rating model's step: its own when it has one (``bpmf``'s Gibbs sweeps), else the
+    kernel when its prediction has a layout, unless told otherwise."""
+    own = model.own_step(config)
+    if own is not None:
+        return own
     return choose_step(
         model,
         config,

@@ -115,9 +115,21 @@ class RatingModel(Model):
         """Learned values a run's summary reports (PMF's sigma); none by default."""
         return {}
 
+    def ranking(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(users' rows, items' rows, items' bias or None) such that a user's predicted
+        rating rises with ``user_row . item_row + bias[item]``: what ``recommend --all``
+        searches. None for a model that rates through a network."""
+        return None
+
     def read_train(self, train: Path) -> None:
         """Read what the model needs of the whole train file, once, before training
         (``svdpp``: each user's rated items); the others need nothing."""
+
+    def own_step(self, config):
+        """The step of a model not trained by gradients (``bpmf``: Gibbs sweeps,
+        :class:`~recsys_stream.ratings.bayes.GibbsStep`); None for the others, which
+        train by the kernel, fused or autograd step."""
+        return None
 
 
 @register
@@ -130,6 +142,9 @@ class MF(RatingModel):
 
     def layout(self) -> RatingLayout:
         return RatingLayout(self.user, self.item)
+
+    def ranking(self):
+        return self.user.weight, self.item.weight, None
 
 
 @register
@@ -156,6 +171,9 @@ class MFBias(RatingModel):
 
     def item_vectors(self) -> torch.Tensor:
         return self.item.weight[:, :-1]
+
+    def ranking(self):
+        return self.user.weight[:, :-1], self.item.weight[:, :-1], self.item.weight[:, -1]
 
 
 @register
@@ -196,6 +214,9 @@ class PMF(RatingModel):
     def facts(self) -> dict[str, float]:
         """sigma on the original rating scale."""
         return {"sigma": self.log_sigma.exp().item() * (self.high - self.low)}
+
+    def ranking(self):
+        return self.user.weight, self.item.weight, None
 
 
 @register
@@ -292,6 +313,20 @@ class SVDpp(RatingModel):
 
     def item_vectors(self) -> torch.Tensor:
         return self.item.weight[:, :-1]
+
+    def ranking(self):
+        users = torch.arange(len(self.user.weight)).split(1 << 16)
+        implicit = torch.cat([self.implicit_terms(chunk)[0] for chunk in users])
+        return (
+            self.user.weight[:, :-1] + implicit,
+            self.item.weight[:, :-1],
+            self.item.weight[:, -1],
+        )
+
+
+# Bayesian MF by Gibbs sampling (bpmf, bpmf_svdpp) registers from its own module,
+# which builds on RatingModel above.
+from recsys_stream.ratings import bayes  # noqa: E402, F401
 
 
 def build_rating_model(

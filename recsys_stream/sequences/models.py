@@ -176,33 +176,49 @@ class SelfAttention(nn.Module):
     """SASRec's network behind the recurrent cells' interface: ``forward(x)`` is
     ``(states, None)``, each position's state reading only the positions up to it.
 
-    The inputs, projected to the state's size, plus a learned vector for each
-    position (counted from the run's start, as RecBole's SASRec counts them
-    in its window of the latest items; a next-rating val run, longer than
-    any train run, gives its later positions the last one), go through
-    ``blocks`` pre-norm Transformer blocks (causal self-attention with one
-    head, as the paper's default, then a feed-forward layer four times as
-    wide, GELU, ``dropout`` in both) and a last layer norm. Right padding
-    never reaches a real position: it comes after every one, and the mask is
-    causal.
+    RecBole's SASRec (1.2.1, ``sasrec.py`` and ``TransformerEncoder`` in
+    ``model/layers.py``), but for its output: the inputs, projected to the
+    state's size, plus a learned vector for each position (counted from the
+    run's start, as RecBole counts them in its window of the latest items; a
+    next-rating val run, longer than any train run, gives its later positions
+    the last one), a layer norm and dropout, then ``blocks`` post-norm
+    Transformer blocks (causal self-attention with two heads, one for an odd
+    state size; a feed-forward layer four times as wide, GELU; ``dropout`` in
+    both and on the attention weights), every weight drawn from N(0, 0.02),
+    biases zero. On RecBole's split of MovieLens 100K (issue 30) at dropout
+    0.5, it scored val NDCG@10 0.118 after 25 of 40 epochs where the first
+    version (pre-norm blocks with one head and a last layer norm, PyTorch's
+    initialisation, no norm on the inputs) scored 0.097. RecBole also scores
+    with its input table (tied); here the output table, with a bias an item,
+    stays apart: tied, val NDCG@10 stayed below 0.06 after 10 epochs. Right
+    padding never reaches a real position: it comes after every one, and the
+    mask is causal.
     """
 
     def __init__(self, inputs: int, hidden: int, positions: int, dropout: float, blocks: int = 2):
         super().__init__()
         self.project = nn.Linear(inputs, hidden) if inputs != hidden else nn.Identity()
         self.position = nn.Embedding(positions, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
+        heads = 2 if hidden % 2 == 0 else 1
         block = nn.TransformerEncoderLayer(
-            hidden, 1, 4 * hidden, dropout, "gelu", batch_first=True, norm_first=True
+            hidden, heads, 4 * hidden, dropout, "gelu", layer_norm_eps=1e-12, batch_first=True
         )
-        self.blocks = nn.TransformerEncoder(
-            block, blocks, norm=nn.LayerNorm(hidden), enable_nested_tensor=False
-        )
+        self.blocks = nn.TransformerEncoder(block, blocks, enable_nested_tensor=False)
+        for module in self.modules():  # after the blocks' copies, so each draws its own
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.MultiheadAttention):  # its query, key and value
+                nn.init.normal_(module.in_proj_weight, 0.0, 0.02)
+                nn.init.zeros_(module.in_proj_bias)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
         width = inputs.shape[1]
         at = torch.arange(width).clamp(max=self.position.num_embeddings - 1)
-        x = self.dropout(self.project(inputs) + self.position(at))
+        x = self.dropout(self.norm(self.project(inputs) + self.position(at)))
         causal = nn.Transformer.generate_square_subsequent_mask(width, dtype=x.dtype)
         return self.blocks(x, mask=causal, is_causal=True), None
 

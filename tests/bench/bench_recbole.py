@@ -1,7 +1,7 @@
 """The next item against RecBole's own code, on RecBole's own split of MovieLens 100K.
 
-    python tests/bench/bench_recbole.py [--methods Pop,GRU4Rec,SASRec,gru,lstm]
-        [--seeds 2020,2021] [--epochs 200] [--no-grid]
+    python tests/bench/bench_recbole.py [--methods Pop,GRU4Rec,SASRec,gru,lstm,sasrec]
+        [--seeds 2020,2021] [--epochs 300] [--settings JSON] [--folder NAME]
 
 RecBole 1.2.1's standard sequential protocol on the ml-100k its wheel ships:
 every rating an interaction, each user's interactions ordered by time (ties
@@ -18,8 +18,9 @@ target; MAX_ITEM_LIST_LENGTH 50, cross-entropy over all items, batches of
    sequences`` make the same leave-one-out (tests/test_recbole_split.py
    checks it target by target and transition by transition).
 2. RecBole's Pop, GRU4Rec and SASRec train with its trainer; the project's
-   gru and lstm with its own (20 epochs, no early stopping). Each method's
-   grid point is picked by val NDCG@10, then run at each seed.
+   gru, lstm and sasrec with its own (20 epochs, sasrec's grid 20 and 40; no
+   early stopping). Each method's grid point is picked by val NDCG@10, then
+   run at each seed. ``--folder`` lets runs at once keep apart splits.
 3. Every method's val and test targets are ranked by one ranker, the
    project's (:func:`recsys_stream.sequences.task.rank`), against all 1,682
    items, twice: with the user's history left out ("masked", the project's
@@ -81,14 +82,25 @@ PROTOCOL = {
     "stopping_step": 10,
 }  # the models' own settings: items in 64 dimensions (GRU4Rec's state 128, SASRec's 64)
 # RecBole's learning rate (its default, 0.001, and 0.003) at its models' own dropouts
-# (properties/model/*.yaml); ours at the next-item defaults but the learning rate.
+# (properties/model/*.yaml); gru and lstm at the next-item defaults but the learning rate.
 GRIDS = {
     "Pop": {"epochs": [1]},  # counts the train items; more epochs count them again
     "GRU4Rec": {"learning_rate": [0.001, 0.003]},
     "SASRec": {"learning_rate": [0.001, 0.003]},
     "gru": {"lr": [0.01, 0.02, 0.04]},
     "lstm": {"lr": [0.01, 0.02, 0.04]},
-    "sasrec": {"lr": [0.003, 0.01, 0.02]},
+    # RecBole's SASRec sizes (items and state in 64 dimensions, no dropout on the item
+    # vectors but its dropout in the blocks), smaller batches: 2,412 runs make 38 steps
+    # an epoch in batches of 64 (issue 30, docs/sequences.md "Against RecBole")
+    "sasrec": {
+        "dim": [64],
+        "hidden": ["64"],
+        "embedding_dropout": [0.0],
+        "batch_size": [32],
+        "lr": [0.003],
+        "dropout": [0.2, 0.5],
+        "epochs": [20, 40],
+    },
 }
 OURS = ("gru", "lstm", "sasrec")
 
@@ -264,6 +276,8 @@ def fit_recbole(method: str, settings: dict, seed: int, folder: Path, epochs: in
         def recorded_valid(*args, **kwargs):
             score, result = valid_epoch(*args, **kwargs)
             curve.append(round(float(score), 4))
+            print(f"{method} seed {seed} {settings} epoch {len(curve)}: val NDCG@10 {curve[-1]}, "
+                  f"{train_seconds:.0f} s training", file=sys.stderr, flush=True)  # fmt: skip
             return score, result
 
         trainer._valid_epoch = recorded_valid
@@ -333,8 +347,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default="Pop,GRU4Rec,SASRec,gru,lstm,sasrec")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    parser.add_argument("--epochs", type=int, default=200, help="RecBole's cap on epochs")
+    parser.add_argument("--epochs", type=int, default=300, help="RecBole's cap (its default)")
     parser.add_argument("--settings", type=json.loads, help="one point instead of the grids")
+    parser.add_argument(
+        "--folder", default="ml-100k-recbole", help="the split's folder under data/bench/recbole "
+        "(runs at once each need their own)"
+    )  # fmt: skip
     args = parser.parse_args()
     if importlib.util.find_spec("recbole") is None:
         sys.exit("recbole is not installed: make .venv/.recsys-stream-bench-installed")
@@ -342,7 +360,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     config = recbole_config("SASRec", SEEDS[0], WORK)
     split = export(*recbole_split(config))
-    folder = prepare(split, WORK / "ml-100k-recbole")
+    folder = prepare(split, WORK / args.folder)
     seeds = [int(s) for s in args.seeds.split(",")]
     for method in args.methods.split(","):
         for row in measure(method, folder, seeds, args.epochs, args.settings):

@@ -42,6 +42,7 @@ RUNS = [
     ("train", ["bench_train.py", "--products", "500000", "--dims", "128", "--epochs", "1"]),
     ("train", ["bench_train.py", "--products", "2000000", "--dims", "32,128", "--epochs", "1"]),
     ("similar", ["bench_similar.py", "--products", "2000000"]),
+    ("similar-all", ["bench_similar_all.py", "--products", "2000000"]),
     ("compare", ["bench_compare.py", "--products", "100000", "--seeds", "42,43"]),
     ("compare", ["bench_compare.py", "--products", "500000", "--seeds", "42,43"]),
     ("compare", ["bench_compare.py", "--raw", f"{SAMPLES}/{MUSIC_2014}", "--seeds", "42,43"]),
@@ -125,6 +126,7 @@ def render(results: list[dict]) -> str:
             "split",
             "train",
             "similar",
+            "similar-all",
             "compare",
             "tune",
             "busy",
@@ -269,6 +271,7 @@ def render(results: list[dict]) -> str:
                 for r in of["similar"]
             ],
         )
+    out += render_similar_all(of["similar-all"])
     out += render_compare(of["compare"]) + render_tune(of["tune"]) + render_busy(of["busy"])
     out += render_side(of["side"]) + render_walks(of["walks"]) + render_epoch(of["epoch"])
     out += render_ratings(of["ratings"]) + render_movielens(of["movielens"])
@@ -277,6 +280,43 @@ def render(results: list[dict]) -> str:
     out += render_kernels(of["kernels"]) + render_steps(of["steps"])
     out += render_distributed(of["distributed"]) + render_spark(of["spark"])
     return "\n".join(out)
+
+
+def render_similar_all(rows: list[dict]) -> list[str]:
+    """The --all tables: each part's time (projected from a sample where it ran on one),
+    recall, peak RSS."""
+    if not rows:
+        return []
+    out = [
+        "",
+        "**similar --all** (the bench_similar run; k = 10; each part in its own process; "
+        "projected: the whole vocabulary's time from a random sample of queries):",
+        "",
+    ]
+    names = {
+        "exact": "ours, exact",
+        "tiles": "ours, --method tiles (10% of the tiles)",
+        "ivf": "ours, faiss IVF (build included)",
+        "hnsw": "ours, faiss HNSW (build included)",
+        "faiss": "faiss IndexFlatIP, exact (best of 1 and 2 threads)",
+        "implicit": "implicit similar_items (cosine)",
+        "lookup": "one ASIN from the saved IVF index",
+    }
+    return out + table(
+        ["part", "vocabulary", "queries", "seconds", "whole table, s", "recall@10", "peak RSS MiB"],
+        [
+            [
+                names[r["part"]],
+                f"{r['vocab']:,}",
+                f"{r['queries']:,}" if "queries" in r else "1",
+                r.get("seconds", f"{r.get('lookup_ms')} ms after a {r.get('load_seconds')} s load"),
+                r.get("projected_seconds", r.get("seconds", "")),
+                r.get("recall_at_10", ""),
+                r["peak_rss_mb"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _days(results: list[dict]) -> str:
