@@ -263,6 +263,8 @@ def recorded(tmp: Path) -> dict[str, list[tuple[str, str, str, object]]]:
         "RAW": [(NAME, "ratings.json", "raw", str(tmp / "ratings.csv"))],
         "TITLES": [(NAME, "ratings.json", "items_titled", 30)],
         "SCALE": [(NAME, "ratings.json", "scale.min", 1), (NAME, "ratings.json", "scale.max", 10)],
+        "SIMILAR_K": [(NAME, "runs/mf_bias/recommend.json", "k", 7)],
+        "SIMILAR_METHOD": [(NAME, "runs/mf_bias/recommend.json", "method", "ann")],
     }
 
 
@@ -273,13 +275,15 @@ NOT_RECORDED = {
     "ENGINE": "both engines write the same files (tests/test_spark_stages.py)",
     "SPARK_MASTER": "where Spark runs, with ENGINE=spark",
     "PY": "the interpreter that makes .venv",
+    "SIMILAR_ALL": "which tables a dataset's target asks for (tests/test_end_to_end.py)",
 }
 
 
 @needs_make
 def test_a_real_run_records_each_setting_in_its_stages_stats(tmp_path):
-    """The demo's stages up to the walks and a sequences dataset's up to one training, run
-    by make (as its targets' sub-make does) with every documented variable that runs."""
+    """The demo's stages up to the walks and a sequences dataset's up to one training and
+    its table, run by make (as its targets' sub-make does) with every documented variable
+    that runs."""
     inputs(tmp_path)
     expected, where = expectations(tmp_path), recorded(tmp_path)
     assert set(where) | set(NOT_RECORDED) == set(expected)
@@ -287,7 +291,7 @@ def test_a_real_run_records_each_setting_in_its_stages_stats(tmp_path):
     given = [f"{k}={e.value}" for k, e in expected.items() if k not in unused]
     data = tmp_path / "data"
     goals = [data / "demo" / "walks.json", data / NAME / "sequences.json"]
-    goals += [data / NAME / "runs" / "mf_bias" / "summary.json"]
+    goals += [data / NAME / "runs" / "mf_bias" / x for x in ("summary.json", "recommend.json")]
     make_in(REPO, *map(str, goals), f"SEQUENCES_DATASET_OF={NAME}", *installed(tmp_path), *given)
     wrong = []
     for name, places in where.items():
