@@ -193,10 +193,9 @@ def similar(
         raise PipelineError(f"-k must be at least 1, got {k!r}")
     if not asins:
         raise PipelineError("give at least one ASIN")
-    found = Index(run)
-    cosine = cosine or found.cosine_only
-    approximate = found.saved_index(Path(run), cosine, method, index)
-    index = found
+    kind, index = index, Index(run)
+    cosine = cosine or index.cosine_only
+    approximate = index.saved_index(Path(run), cosine, method, kind)
     ids = index.ids(asins)
     queries = ids[ids >= 0]
     neighbours, scores = index.nearest(queries, k, cosine, approximate)
