@@ -71,9 +71,13 @@ def l2_rows(space: Space) -> tuple[np.ndarray, np.ndarray]:
         return queries.numpy(), candidates.numpy()
     squared = candidates.double().square().sum(1)
     lift = (squared.max() - squared).clamp(min=0).sqrt().float()
+    return _l2_queries(queries, space.cosine), torch.cat([candidates, lift[:, None]], 1).numpy()
+
+
+def _l2_queries(queries: torch.Tensor, cosine: bool) -> np.ndarray:
+    """Augmented queries as the index searches them: with a zero for the lift."""
     return (
-        torch.cat([queries, torch.zeros(len(queries), 1)], 1).numpy(),
-        torch.cat([candidates, lift[:, None]], 1).numpy(),
+        queries.numpy() if cosine else torch.cat([queries, torch.zeros(len(queries), 1)], 1).numpy()
     )
 
 
@@ -82,8 +86,8 @@ class Approximate:
 
     def __init__(self, space: Space, index: faiss.Index, kind: str):
         self.space, self.index, self.kind = space, index, kind
-        self.query_rows, _ = l2_rows(space)
         self.queries, self.candidates = augmented(space.queries, space.candidates, space.bias)
+        self.query_rows = _l2_queries(self.queries, space.cosine)
 
     @classmethod
     def of_run(cls, run: Path, space: Space, kind: str) -> Approximate:

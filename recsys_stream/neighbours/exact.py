@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -88,21 +88,17 @@ def top_k(
     bias: torch.Tensor | None = None,
     exclusions: Exclusions | None = None,
     threads: int | None = None,
-    done: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores), each (queries, k): the k best candidates of every query, best first.
 
     A query with fewer than k candidates left after its exclusions pads its
-    row with id -1 and score -inf. ``done(n)`` is called as each block of n
-    queries finishes (a progress bar's update).
+    row with id -1 and score -inf.
     """
     ids = np.empty((len(queries), k), np.int64)
     scores = np.empty((len(queries), k), np.float32)
     for start, block_ids, block_scores in blocks(queries, candidates, k, bias, exclusions, threads):
         ids[start : start + len(block_ids)] = block_ids
         scores[start : start + len(block_ids)] = block_scores
-        if done is not None:
-            done(len(block_ids))
     return ids, scores
 
 
@@ -129,10 +125,8 @@ def blocks(
         ordered = Ordered.of(candidates, bias, float(np.median(norms))).first(tile_share)
     else:  # sorting would cost more than it saves
         ordered = Ordered.in_id_order(candidates, bias)
-    if ordered.bias is None:  # the bias, if any, is a column of the rows
-        queries, _ = augmented(queries, candidates[:0], None if bias is None else bias[:0])
-    else:
-        queries = queries.detach().to(torch.float32).contiguous()
+    # the bias is a column of the ordered rows, or added to each tile's scores
+    queries = query_rows(queries, biased=bias is not None and ordered.bias is None)
     exclusions = exclusions or Exclusions.none(len(queries))
     query_block = query_block or QUERY_BLOCK
     starts = range(0, len(queries), query_block)
@@ -164,15 +158,22 @@ def augmented(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries and candidates whose inner product is ``q . c + bias[c]``: a column of
     ones beside the queries, the bias beside the candidates (float32, contiguous)."""
+    return query_rows(queries, bias is not None), candidate_rows(candidates, bias)
+
+
+def query_rows(queries: torch.Tensor, biased: bool) -> torch.Tensor:
+    """The queries as float32 rows, with a column of ones when the candidates carry a
+    bias column."""
     queries = queries.detach().to(torch.float32)
+    return torch.cat([queries, torch.ones(len(queries), 1)], 1) if biased else queries.contiguous()
+
+
+def candidate_rows(candidates: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The candidates as float32 rows, with their bias as a last column when given."""
     candidates = candidates.detach().to(torch.float32)
     if bias is None:
-        return queries.contiguous(), candidates.contiguous()
-    ones = torch.ones(len(queries), 1)
-    return (
-        torch.cat([queries, ones], 1),
-        torch.cat([candidates, bias.detach().to(torch.float32)[:, None]], 1),
-    )
+        return candidates.contiguous()
+    return torch.cat([candidates, bias.detach().to(torch.float32)[:, None]], 1)
 
 
 @dataclass(frozen=True)
@@ -220,8 +221,9 @@ class Ordered:
         rows = rows.astype(np.int64)
         tile_starts = np.concatenate([[0], np.cumsum(sizes[first])]).astype(np.int64)
         ordered_bias = None if bias is None else bias[rows]
-        _, augmented_rows = augmented(candidates[:0], candidates[rows], ordered_bias)
-        return cls(augmented_rows, None, rows, tile_starts, reach[first])
+        return cls(
+            candidate_rows(candidates[rows], ordered_bias), None, rows, tile_starts, reach[first]
+        )
 
     def first(self, share: float) -> Ordered:
         """The tiles of the best bounds only, ``share`` of them (at least one)."""
