@@ -12,7 +12,7 @@ from repo import fresh_copy, make
 
 from recsys_stream.__main__ import build_parser, main
 from recsys_stream.core import train as train_module
-from recsys_stream.core.config import TrainConfig
+from recsys_stream.core.config import NEXT_ITEM_DEFAULTS, TrainConfig
 from recsys_stream.core.train import train
 from recsys_stream.report import report
 
@@ -24,6 +24,7 @@ MAKE_TARGET = dict(
     smoothing=0.0,
     shared_negatives=32,
     batch_size=8192,
+    side_own_weight=0.0,  # the plain mean it had before the option came
 )
 
 
@@ -74,12 +75,12 @@ def test_help_lists_each_models_defaults():
     text = " ".join(commands.choices["train"].format_help().split())
     assert (
         "(default: 5; ratings: 20; sequences: 20; next-item: 20; skipgram: 1; bpmf: 200; "
-        "bpmf_svdpp: 200)" in text
+        "bpmf_svdpp: 200; sasrec: 40)" in text
     )
     assert "(default: continuous; skipgram: binary)" in text
     assert (
         "(default: 0; ratings: 1024; sequences: 64; next-item: 64; skipgram: 8192; "
-        "bpmf: 131072; bpmf_svdpp: 131072)" in text
+        "bpmf: 131072; bpmf_svdpp: 131072; sasrec: 32)" in text
     )
     assert (
         "skipgram (--model skipgram): labels binary, epochs 1, negative-power 0.75, "
@@ -87,7 +88,11 @@ def test_help_lists_each_models_defaults():
     )
     assert "ratings (a ratings dataset): epochs 20, batch-size 1024, lr 0.005, l2 0.1" in text
     assert "mf (--model mf on a pairs dataset): negatives 1, smoothing 0.5" in text
-    assert "embedding size (default: 32; bpmf: 10; bpmf_svdpp: 10)" in text
+    assert "embedding size (default: 32; bpmf: 10; bpmf_svdpp: 10; sasrec: 64)" in text
+    assert (
+        "sasrec (--model sasrec on a next-item dataset): dim 64, hidden 64, "
+        "embedding-dropout 0.0, dropout 0.5, batch-size 32, lr 0.003, epochs 40" in text
+    )
     assert "(default: 3.0)" in text  # only defaults that differ are listed (--prior-std)
 
 
@@ -122,6 +127,20 @@ def test_mf_takes_its_own_defaults_on_pairs_only():
     assert (ratings.negatives, ratings.smoothing) == (TrainConfig.negatives, TrainConfig.smoothing)
 
 
+def test_sasrec_takes_its_tuned_defaults_on_the_next_item_only():
+    sasrec = TrainConfig.defaults("next-item", model="sasrec")
+    assert (sasrec.dim, sasrec.hidden, sasrec.batch_size, sasrec.lr) == (64, "64", 32, 0.003)
+    assert (sasrec.dropout, sasrec.embedding_dropout, sasrec.epochs) == (0.5, 0.0, 40)
+    assert TrainConfig.defaults("next-item", model="gru") == TrainConfig(
+        model="gru", **NEXT_ITEM_DEFAULTS
+    )
+    on_ratings = TrainConfig.defaults("sequences", model="lstm")  # the rating task's
+    assert TrainConfig.defaults("sequences", model="sasrec") == dataclasses.replace(
+        on_ratings, model="sasrec"
+    )
+    assert TrainConfig.defaults("next-item", model="sasrec", lr=0.01).lr == 0.01
+
+
 def test_the_reports_defaults_line_lists_only_the_options_of_pairs(tmp_path):
     data = write_planted(tmp_path, products=300, pairs=2000)
     train(data, TrainConfig(epochs=1, batch_size=256, eval_sample=1000), name="run", quiet=True)
@@ -148,6 +167,7 @@ def test_the_reports_defaults_line_lists_only_the_options_of_pairs(tmp_path):
         "window",
         "scorer",
         "side-info",
+        "side-own-weight",
         "step",
         "eval-every",
         "seed",

@@ -56,7 +56,8 @@ def build(kind: str, vocab: int, dim: int, init_std: float, seed: int):
         generator = torch.Generator().manual_seed(5)
         sizes = {"brand": 3, "category": 4}
         codes = {f: torch.randint(0, n, (vocab,), generator=generator) for f, n in sizes.items()}
-        side = SideTables(sizes, codes)
+        own_weight = 1 + torch.rand(vocab, generator=generator)  # own rows of unequal weight
+        side = SideTables(sizes, codes, own_weight)
     return build_model(settings(kind)["model"], vocab, dim, init_std, seed, side)
 
 

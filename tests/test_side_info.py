@@ -19,6 +19,7 @@ from recsys_stream.core.config import TrainConfig
 from recsys_stream.core.losses import LOSSES
 from recsys_stream.core.train import train
 from recsys_stream.core.trained import load_run
+from recsys_stream.pairs.inputs import open_training_data
 from recsys_stream.pairs.kernel_step import KernelStep
 from recsys_stream.pairs.models import SideTables, build_model
 from recsys_stream.pairs.steps import AutogradStep, FusedStep
@@ -150,6 +151,48 @@ def test_an_unknown_value_adds_nothing_to_a_product_vector():
     torch.testing.assert_close(vectors[1], (own[1] + brand[2] + category[1]) / 3)
     torch.testing.assert_close(vectors[2], (own[2] + category[3]) / 2)
     torch.testing.assert_close(vectors[3], (own[3] + brand[1]) / 2)
+
+
+def test_a_product_vector_weighs_its_own_row_by_its_own_weight():
+    codes = {"brand": torch.tensor([1, 1, 2]), "category": torch.tensor([1, 0, 1])}
+    w = torch.tensor([1.0, 4.0, 2.5])
+    model = build_model("mf_bias", 3, 4, 0.1, 0, SideTables({"brand": 3, "category": 2}, codes, w))
+    table = model.embedding
+    own, brand, category = (
+        table.own.weight,
+        table.features["brand"].weight,
+        table.features["category"].weight,
+    )
+    vectors = table(torch.arange(3)).detach()
+    torch.testing.assert_close(vectors[0], (own[0] + brand[1] + category[1]) / 3)
+    torch.testing.assert_close(vectors[1], (w[1] * own[1] + brand[1]) / (w[1] + 1))
+    torch.testing.assert_close(vectors[2], (w[2] * own[2] + brand[2] + category[1]) / (w[2] + 2))
+    target = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    table.set_vectors(torch.arange(3), target)  # smoothing's write-back: through own rows
+    torch.testing.assert_close(table(torch.arange(3)).detach(), target)
+    assert torch.equal(table.features["brand"].weight, brand)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_side_own_weight_reaches_the_model_as_a_weight_per_train_pair(cold, weight):
+    config = TrainConfig(
+        side_info="brand,category", side_own_weight=weight, epochs=1, batch_size=512
+    )
+    summary = train(cold, config, name=f"own-{weight}", quiet=True)
+    model = load_run(cold / "runs" / summary["run"])[0]
+    degree = torch.from_numpy(open_training_data(cold).degree).float()
+    torch.testing.assert_close(model.embedding.own_weight, 1 + weight * degree)
+    assert degree.max() > 1
+
+
+def test_a_model_saved_before_own_weights_loads_as_the_plain_mean():
+    codes = {"brand": torch.tensor([1, 2, 1])}
+    model = build_model("mf_bias", 3, 4, 0.1, 0, SideTables({"brand": 3}, codes, torch.ones(3)))
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("own_weight")}
+    loaded = build_model("mf_bias", 3, 4, None, 0, SideTables({"brand": 3}))
+    loaded.load_state_dict(state)
+    own, brand = model.embedding.own.weight, model.embedding.features["brand"].weight
+    torch.testing.assert_close(loaded.embedding(torch.tensor(1)), (own[1] + brand[2]) / 2)
 
 
 @pytest.mark.parametrize("step", [KernelStep, FusedStep, AutogradStep])

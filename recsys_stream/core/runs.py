@@ -39,7 +39,7 @@ SUMMARY = "summary.json"
 PREDICTIONS = "predictions.csv"
 BEST = "best.pt"  # the best epoch's weights, kept by early stopping
 FINAL = (SUMMARY, MODEL, PR, ROC, POPULARITY_ROC, EMBEDDINGS, PREDICTIONS)  # written at the end
-CHECKPOINT_VERSION = 4  # the layout of checkpoint.pt; 4: side information's unknown codes
+CHECKPOINT_VERSION = 5  # the layout of checkpoint.pt; 5: side information's own weights
 
 
 def metric_columns(metrics: tuple[str, ...]) -> list[str]:

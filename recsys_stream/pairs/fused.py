@@ -140,13 +140,13 @@ def spread(
     """Add to ``parts`` (parameter name: its rows, their gradient rows) the rows the
     vectors of ``ids`` average with their shares of ``grad``, the vectors' gradients:
     the table's own rows (``name``), or a side table's own and its features'
-    (``name.feature``; an unknown code's row gets a share of 0, as the vector does
-    not read it)."""
+    (``name.feature``, by ``SideEmbedding.parts``; an unknown code's row gets a share
+    of 0, as the vector does not read it)."""
     found = [(name, ids, None)]
     if not isinstance(table, nn.Embedding):
         features, share = table.parts(ids)
         found = [(name, ids, share)]
-        found += [(f"{name}.{f}", codes, share * known) for f, codes, known in features]
+        found += [(f"{name}.{f}", codes, feature_share) for f, codes, feature_share in features]
     for source, rows, share in found:
         source_rows, source_grads = parts.setdefault(source, ([], []))
         source_rows.append(rows)

@@ -48,25 +48,32 @@ class PairLayout:
 
 @dataclass
 class SideTables:
-    """Side information for a model: feature codes per product and the codes each feature uses.
+    """Side information for a model: feature codes per product and the codes each feature
+    uses, and what each product's own row weighs against a feature's 1.
 
-    ``codes`` None builds zero codes, for a model whose state is about to be loaded.
+    ``codes`` None builds zero codes, for a model whose state is about to be loaded;
+    ``own_weight`` None weighs every own row 1 (the plain mean).
     """
 
     sizes: dict[str, int]
     codes: dict[str, torch.Tensor] | None = None
+    own_weight: torch.Tensor | None = None
 
 
 class SideEmbedding(nn.Module):
-    """A product table whose vector of a product is the mean of its own row and the rows of
-    the features it has.
+    """A product table whose vector of a product is a weighted mean of its own row and the
+    rows of the features it has.
 
     ``own`` is the product's table; each feature (brand, leaf category, price
     bucket: :mod:`pipeline.side_info`) has a table of its own, indexed by the
     product's code in a buffer. A product with no pair still has a vector,
-    from its metadata. Code 0, an unknown value, adds nothing: its row is
-    never read nor trained, and the mean runs over the features the product
-    has. (A trained row for "unknown", shared by every product without the
+    from its metadata. Each known feature weighs 1 and the own row its
+    ``own_weight`` (a buffer; the trainer gives 1 + ``--side-own-weight`` x the
+    product's train pairs): the more pairs say what a product is, the less its
+    vector is its category's, so side information helps the cold products
+    without blurring the well-known ones. Code 0, an unknown value, adds
+    nothing: its row is never read nor trained, and the mean runs over the
+    features the product has. (A trained row for "unknown", shared by every product without the
     value, made those products look alike: on the real 2014 Digital Music
     sample, where most related products have no metadata, it took skip-gram
     below popularity and cold pairs below chance, issue 30.) Indexing returns
@@ -83,30 +90,33 @@ class SideEmbedding(nn.Module):
         for name in side.sizes:
             codes = side.codes[name] if side.codes else torch.zeros(own.num_embeddings)
             self.register_buffer(f"codes_{name}", codes.to(torch.int32))
+        weight = side.own_weight if side.own_weight is not None else torch.ones(own.num_embeddings)
+        self.register_buffer("own_weight", weight.to(torch.float32))
 
     def codes(self, feature: str) -> torch.Tensor:
         """(V,) each product's code of ``feature``: its row of that feature's table."""
         return getattr(self, f"codes_{feature}")
 
     def parts(self, ids: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """The rows the vectors of ``ids`` average: per feature (name, codes as int64,
-        (..., 1) 1.0 where the code is known, else 0), and (..., 1) the share of each
-        of a product's rows in its vector, 1 / (1 + the features it has)."""
-        count = torch.ones(*ids.shape, 1, dtype=self.own.weight.dtype)
+        """The rows the vectors of ``ids`` average and their shares: per feature (name,
+        codes as int64, (..., 1) its share, 0 where the code is unknown), and (..., 1) the
+        own row's share."""
+        own = self.own_weight[ids].unsqueeze(-1).to(self.own.weight.dtype)
+        total = own.clone()
         found = []
         for name in self.features:
             codes = self.codes(name)[ids].long()
-            known = (codes != 0).unsqueeze(-1).to(count.dtype)
-            count += known
+            known = (codes != 0).unsqueeze(-1).to(total.dtype)
+            total += known
             found.append((name, codes, known))
-        return found, 1 / count
+        return [(name, codes, known / total) for name, codes, known in found], own / total
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         features, share = self.parts(ids)
-        total = self.own(ids)
-        for name, codes, known in features:
-            total = total + self.features[name](codes) * known
-        return total * share
+        total = self.own(ids) * share
+        for name, codes, feature_share in features:
+            total = total + self.features[name](codes) * feature_share
+        return total
 
     @property
     def weight(self) -> torch.Tensor:
@@ -119,9 +129,14 @@ class SideEmbedding(nn.Module):
         feature's row is shared by every product with that value, so it stays."""
         features, share = self.parts(ids)
         shared = torch.zeros_like(vectors)
-        for name, codes, known in features:
-            shared += self.features[name](codes) * known
-        self.own.weight[ids] = vectors / share - shared
+        for name, codes, feature_share in features:
+            shared += self.features[name](codes) * feature_share
+        self.own.weight[ids] = (vectors - shared) / share
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A model.pt from before ``own_weight`` averaged its rows plainly: weights of 1."""
+        state_dict.setdefault(f"{prefix}own_weight", torch.ones(self.own.num_embeddings))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def embedding(rows: int, width: int, init: Callable[[torch.Tensor], object] | None) -> nn.Embedding:

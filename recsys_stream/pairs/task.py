@@ -156,13 +156,16 @@ def side_sizes(model: PairModel) -> dict[str, int]:
 
 
 def _side(config: TrainConfig, data: TrainingData) -> SideTables | None:
-    """The side information ``--side-info`` names, coded from products.parquet; or None."""
+    """The side information ``--side-info`` names, coded from products.parquet, with what
+    each product's own row weighs (``--side-own-weight`` for each of its train pairs);
+    or None."""
     features = parse_features(config.side_info)
     if not features:
         return None
     side = side_info(data.directory, features)
     codes = {name: torch.from_numpy(values) for name, values in side.codes.items()}
-    return SideTables(side.sizes, codes)
+    own_weight = 1 + config.side_own_weight * torch.from_numpy(data.degree).double()
+    return SideTables(side.sizes, codes, own_weight.float())
 
 
 def _stream(config: TrainConfig, data: TrainingData):
